@@ -1,0 +1,1 @@
+//! Load generators and comparison runs for the store (issue 8 on).

@@ -1,0 +1,5 @@
+//! The `skiff` binary: see `cli::skiff`.
+
+fn main() -> std::process::ExitCode {
+    cli::skiff::main()
+}

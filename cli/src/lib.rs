@@ -1,0 +1,4 @@
+//! Skiff's command-line front ends: `skiff` (servers) and `kvctl` (raw store client). The
+//! binaries in `src/bin/` only call into this library.
+
+pub mod skiff;

@@ -1,0 +1,137 @@
+//! `skiff`: runs Skiff's servers. `skiff store` is one store member with etcd's flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use store::config::ClusterState;
+use store::StoreConfig;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "Skiff: a small Kubernetes and its etcd-compatible store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one store member (an etcd v3 API server).
+    Store(StoreFlags),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClusterStateFlag {
+    New,
+    Existing,
+}
+
+/// Flags mirror etcd's so operators know them.
+#[derive(Args)]
+struct StoreFlags {
+    /// Human-readable name of this member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Directory for the Raft log, state machine and snapshots.
+    #[arg(long, default_value = "default.skiff")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    listen_client_urls: Vec<String>,
+    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    advertise_client_urls: Vec<String>,
+    #[arg(long, default_value = "http://127.0.0.1:2380", value_delimiter = ',')]
+    listen_peer_urls: Vec<String>,
+    #[arg(long, default_value = "http://127.0.0.1:2380", value_delimiter = ',')]
+    initial_advertise_peer_urls: Vec<String>,
+    /// `name=peer-url,...` of every founding member (default: this member alone).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    #[arg(long, value_enum, default_value = "new")]
+    initial_cluster_state: ClusterStateFlag,
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Extra URLs serving only /metrics (the client URLs serve it too).
+    #[arg(long, value_delimiter = ',')]
+    listen_metrics_urls: Vec<String>,
+    /// Applied entries between snapshots of the state machine.
+    #[arg(long, default_value_t = store::limits::SNAPSHOT_LOGS_SINCE_LAST)]
+    snapshot_count: u64,
+    /// Milliseconds between leader heartbeats.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Milliseconds without a heartbeat before a follower campaigns.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
+    /// TLS is not implemented yet; these flags are refused rather than ignored.
+    #[arg(long, hide = true)]
+    cert_file: Option<String>,
+    #[arg(long, hide = true)]
+    key_file: Option<String>,
+    #[arg(long, hide = true)]
+    trusted_ca_file: Option<String>,
+}
+
+impl StoreFlags {
+    fn into_config(self) -> anyhow::Result<StoreConfig> {
+        if self.cert_file.is_some() || self.key_file.is_some() || self.trusted_ca_file.is_some() {
+            anyhow::bail!("TLS (--cert-file, --key-file, --trusted-ca-file) is not implemented yet");
+        }
+        let initial_cluster = self.initial_cluster.unwrap_or_else(|| {
+            let urls = &self.initial_advertise_peer_urls;
+            urls.iter().map(|u| format!("{}={u}", self.name)).collect::<Vec<_>>().join(",")
+        });
+        Ok(StoreConfig {
+            name: self.name,
+            data_dir: Some(self.data_dir),
+            listen_client_urls: self.listen_client_urls,
+            advertise_client_urls: self.advertise_client_urls,
+            listen_peer_urls: self.listen_peer_urls,
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: match self.initial_cluster_state {
+                ClusterStateFlag::New => ClusterState::New,
+                ClusterStateFlag::Existing => ClusterState::Existing,
+            },
+            initial_cluster_token: self.initial_cluster_token,
+            listen_metrics_urls: self.listen_metrics_urls,
+            snapshot_count: self.snapshot_count,
+            heartbeat_interval_ms: self.heartbeat_interval,
+            election_timeout_ms: self.election_timeout,
+        })
+    }
+}
+
+async fn run_store(flags: StoreFlags) -> anyhow::Result<()> {
+    let config = flags.into_config()?;
+    let running = store::start(config).await?;
+    for address in &running.client_addresses {
+        tracing::info!(%address, "serving etcd v3 gRPC and /metrics");
+    }
+    running.run_until_signal().await;
+    Ok(())
+}
+
+/// The `skiff` binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Store(flags) => run_store(flags).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("skiff: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

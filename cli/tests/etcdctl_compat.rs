@@ -1,0 +1,161 @@
+//! etcdctl 3.4 against a three-member Skiff cluster must print what it prints against a
+//! three-member etcd 3.4 cluster (Debian's `etcd-server`), for the same command sequence.
+//!
+//! Outputs are compared exactly after replacing what legitimately differs between two clusters:
+//! member and cluster ids, raft terms, addresses, timings and database sizes.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Cluster;
+
+struct Step {
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    /// Which member (by index) the command is sent to; spreads load over leader and followers.
+    member: usize,
+}
+
+fn step(member: usize, args: &str) -> Step {
+    Step { args: args.split_whitespace().map(String::from).collect(), stdin: None, member }
+}
+
+fn step_stdin(member: usize, args: &str, stdin: &[u8]) -> Step {
+    Step { stdin: Some(stdin.to_vec()), ..step(member, args) }
+}
+
+fn script() -> Vec<Step> {
+    let too_many: String = (0..129).map(|i| format!("put many{i} v\n")).collect();
+    let big_value = vec![b'x'; 1_600_000];
+    vec![
+        step(0, "put foo bar"),
+        step(1, "put foo bar2 --prev-kv"),
+        step(2, "put foo1 v1"),
+        step(0, "put foo2 v2"),
+        step(1, "put zoo z"),
+        step(2, "put a/b c"),
+        step(0, "get foo"),
+        step(1, "get foo -w json"),
+        step(2, "get foo --prefix"),
+        step(0, "get foo --prefix --limit 2"),
+        step(1, "get foo --prefix --limit 2 -w json"),
+        step(2, "get foo --prefix --sort-by=MODIFY --order=DESCEND"),
+        step(0, "get foo --prefix --sort-by=VALUE --order=ASCEND"),
+        step(1, "get foo --prefix --sort-by=CREATE --order=DESCEND"),
+        step(2, "get foo --prefix --sort-by=VERSION --order=DESCEND"),
+        step(0, "get foo --prefix --sort-by=KEY --order=DESCEND"),
+        step(1, "get foo --prefix --keys-only"),
+        step(2, "get foo --prefix --count-only -w json"),
+        step(0, "get foo --prefix --print-value-only"),
+        step(1, "get b --from-key"),
+        step(2, "get foo foo2"),
+        step(0, "get foo --rev 2"),
+        step(1, "get foo --rev 2 -w json"),
+        step(2, "get missing"),
+        step(0, "get missing -w json"),
+        step(1, "get foo --prefix --consistency=s -w json"),
+        step(2, "del foo1"),
+        step(0, "del foo --prefix --prev-kv"),
+        step(1, "del missing"),
+        step(2, "get foo --prefix -w json"),
+        step_stdin(0, "txn", b"mod(\"zoo\") > \"0\"\n\nput zoo z2\nget zoo\n\nput nope x\n\n"),
+        step_stdin(1, "txn", b"value(\"zoo\") = \"nope\"\n\nput zoo z3\n\nget zoo\ndel a/b\n\n"),
+        step_stdin(2, "txn -w json", b"ver(\"zoo\") = \"2\"\n\nput zoo z4\n\n\n"),
+        step_stdin(0, "txn -w json", b"create(\"zoo\") < \"3\"\n\n\nget zoo\n\n"),
+        step(1, "get zoo -w json"),
+        step(2, "compaction 5"),
+        step(0, "get zoo --rev 3"),
+        step(1, "get zoo --rev 5"),
+        step(2, "get zoo --rev 1000"),
+        step(0, "compaction 4"),
+        step(1, "compaction 1000"),
+        step(2, "put  x"),
+        step_stdin(0, "put big", &big_value),
+        step_stdin(1, "txn", format!("\n{too_many}\n\n").as_bytes()),
+        step(2, "get a --from-key --keys-only"),
+        step(0, "endpoint health"),
+        step(1, "member list"),
+        step(2, "member list -w table"),
+        step(0, "endpoint status -w table"),
+    ]
+}
+
+/// Replaces what differs between any two clusters, keeping everything else byte for byte.
+fn normalize(output: &str, prefix: &str) -> String {
+    let rules = [
+        (r#""(cluster_id|member_id|raft_term|ID|leader|raftTerm)":\d+"#, r#""$1":N"#),
+        (r"\b[0-9a-f]{14,16}\b", "ID"),
+        (r"took = [0-9.]+[µmn]?s", "took = T"),
+        (r"\| +[0-9.]+ [kMG]?B +\|", "| SIZE |"),
+        (r"\| +(\d+) +\| +(\d+) +\| +(\d+) +\| +\|$", "| TERM | INDEX | APPLIED | |"),
+        (r"\| +(3\.4\.\d+) +\|", "| VERSION |"),
+    ];
+    let mut text = output.replace(prefix, "IP");
+    for (pattern, replacement) in rules {
+        let re = regex::Regex::new(pattern).expect("valid regex");
+        text = text.lines().map(|l| re.replace_all(l, replacement).into_owned() + "\n").collect();
+    }
+    text
+}
+
+fn run(cluster: &Cluster, step: &Step) -> String {
+    let endpoint = cluster.members[step.member].endpoint();
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(&step.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl is installed (`cargo xtask test` installs etcd-client)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(input) = &step.stdin {
+        stdin.write_all(input).expect("write stdin");
+    }
+    drop(stdin);
+    let output = child.wait_with_output().expect("etcdctl ran");
+    format!(
+        "$ etcdctl {}\n{}{}exit: {}\n",
+        step.args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        output.status.code().unwrap_or(-1)
+    )
+}
+
+async fn transcript(cluster: &Cluster, prefix: &str) -> Vec<String> {
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let mut lines = Vec::new();
+    for step in script() {
+        let mut text = normalize(&run(cluster, &step), prefix);
+        if step.args.first().map(String::as_str) == Some("member") {
+            // Both list members ordered by id, and ids differ between clusters.
+            let mut rows: Vec<&str> = text.lines().collect();
+            rows.sort();
+            text = rows.join("\n");
+        }
+        lines.push(text);
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_prints_the_same_for_skiff_as_for_etcd() {
+    let reference = Cluster::start_etcd("127.0.20", 3);
+    let expected = transcript(&reference, "127.0.20.").await;
+    drop(reference);
+    let skiff = Cluster::start("127.0.21", 3, &[]);
+    let actual = transcript(&skiff, "127.0.21.").await;
+    let mut differences = Vec::new();
+    for (want, got) in expected.iter().zip(&actual) {
+        if want != got {
+            differences.push(format!("--- etcd 3.4:\n{want}\n--- skiff:\n{got}"));
+        }
+    }
+    assert_eq!(expected.len(), actual.len());
+    assert!(differences.is_empty(), "{} differences:\n{}", differences.len(), differences.join("\n"));
+}

@@ -1,0 +1,51 @@
+//! Every bound the store enforces, in one place. Defaults follow etcd where etcd has one.
+
+/// Largest client request accepted (etcd's `--max-request-bytes` default, 1.5 MiB).
+pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
+/// gRPC frames may carry a request plus protobuf overhead; responses may be larger still.
+pub const GRPC_RECV_BYTES_MAX: usize = REQUEST_BYTES_MAX + 512 * 1024;
+/// Responses (ranges) may be large: etcd's client default is effectively unbounded; we cap them.
+pub const GRPC_SEND_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Operations in one txn, counted per branch as etcd does (`--max-txn-ops`).
+pub const TXN_OPS_MAX: usize = 128;
+/// Backend quota (etcd's `--quota-backend-bytes`), past which the NOSPACE alarm is raised.
+pub const BACKEND_BYTES_QUOTA: u64 = 8 * 1024 * 1024 * 1024;
+
+/// Client write requests waiting to be proposed; callers wait (backpressure) when full.
+pub const PROPOSAL_QUEUE_LEN_MAX: usize = 4096;
+/// Requests folded into one Raft entry (group commit).
+pub const PROPOSAL_BATCH_LEN_MAX: usize = 256;
+/// Bytes of requests folded into one Raft entry.
+pub const PROPOSAL_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Raft entries proposed but not yet applied at once (the pipeline depth).
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 16;
+
+/// Raft entries between state-machine snapshots.
+pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;
+/// Log entries kept after a snapshot for followers that are only a little behind.
+pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+/// Bytes per snapshot chunk sent to a follower.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+/// Raft entries sent in one AppendEntries.
+pub const APPEND_ENTRIES_LEN_MAX: u64 = 64;
+
+/// How long a client request may wait for its Raft round (etcd answers "request timed out").
+pub const REQUEST_TIMEOUT_MS: u64 = 7_000;
+/// Peer RPC timeout for AppendEntries and Vote.
+pub const PEER_RPC_TIMEOUT_MS: u64 = 1_000;
+/// Peer RPC timeout for one snapshot chunk.
+pub const PEER_SNAPSHOT_RPC_TIMEOUT_MS: u64 = 10_000;
+
+const _: () = assert!(PROPOSAL_BATCH_BYTES_MAX >= REQUEST_BYTES_MAX);
+const _: () = assert!(GRPC_RECV_BYTES_MAX > REQUEST_BYTES_MAX);
+const _: () = assert!(LOGS_KEPT_AFTER_SNAPSHOT < SNAPSHOT_LOGS_SINCE_LAST);
+const _: () = assert!(PROPOSAL_BATCH_LEN_MAX <= PROPOSAL_QUEUE_LEN_MAX);
+
+/// Largest peer message: a batch of entries or one snapshot chunk, with room to spare.
+/// An AppendEntries carries at most `APPEND_ENTRIES_LEN_MAX` entries of at most
+/// `PROPOSAL_BATCH_BYTES_MAX` each (a batch never grows past it; one request is smaller).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 160 * 1024 * 1024;
+const _: () = assert!(PEER_MESSAGE_BYTES_MAX as u64 > 2 * SNAPSHOT_CHUNK_BYTES_MAX);
+const _: () = assert!(
+    PEER_MESSAGE_BYTES_MAX as u64 > APPEND_ENTRIES_LEN_MAX * PROPOSAL_BATCH_BYTES_MAX as u64 * 5 / 4
+);

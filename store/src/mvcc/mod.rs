@@ -1,0 +1,35 @@
+//! The MVCC engine: etcd's data model (revisions, versions, tombstones, history, compaction)
+//! over the [`crate::engine`] trait.
+//!
+//! **Architecture invariant:** `store::mvcc` knows nothing about Raft or gRPC. It reads through
+//! [`KvRead`] and writes only into an [`Overlay`]; the caller decides when and how the overlay's
+//! batch reaches storage.
+//!
+//! Layout: `keys` (byte formats of the three MVCC keyspaces), `overlay` (read-your-writes
+//! buffer), `read` (revisions, live keys at a revision, Range), `compare` (txn compares),
+//! `apply` (put, delete, txn), `compaction`, `validate` (pre-proposal checks), `history`
+//! (the write log as events, for watches).
+//!
+//! [`KvRead`]: crate::engine::KvRead
+
+mod apply;
+mod compaction;
+mod compare;
+mod error;
+mod history;
+mod keys;
+mod overlay;
+mod read;
+mod types;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::apply;
+pub use error::MvccError;
+pub use history::events;
+pub use overlay::Overlay;
+pub use read::{compacted_revision, current_revision, range};
+pub use types::*;
+pub use validate::validate;

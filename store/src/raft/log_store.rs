@@ -1,0 +1,178 @@
+//! The Raft log and Raft metadata (vote, committed, last purged) in the engine.
+//!
+//! Appends are acknowledged to openraft (the log-flush callback) only after the engine batch is
+//! synced with fdatasync, so an acknowledged entry survives a crash of this member.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, RaftLogId, RaftLogReader, Vote};
+
+use super::{decode, encode, read_error, write_error, LogId, NodeId, StorageError, TypeConfig};
+use crate::engine::{Durability, KvEngine, Keyspace, WriteBatch};
+use crate::metrics::Metrics;
+
+type Entry = openraft::Entry<TypeConfig>;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// Log entries are keyed by big-endian index so engine order is log order.
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn key_index(key: &[u8]) -> u64 {
+    let bytes: [u8; 8] = key.try_into().expect("raft log keys are 8 bytes");
+    u64::from_be_bytes(bytes)
+}
+
+/// Log storage over a shared engine. Cloning shares the engine (the log reader is a clone).
+#[derive(Clone)]
+pub struct LogStore {
+    engine: Arc<dyn KvEngine>,
+    metrics: Metrics,
+}
+
+impl LogStore {
+    pub fn new(engine: Arc<dyn KvEngine>, metrics: Metrics) -> LogStore {
+        LogStore { engine, metrics }
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        let bytes = self.engine.get(Keyspace::RaftState, key).map_err(|e| read_error(&e))?;
+        Ok(bytes.map(|b| decode(&b, "raft metadata")))
+    }
+
+    async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
+        let engine = self.engine.clone();
+        let fsync_seconds = self.metrics.wal_fsync_duration_seconds.clone();
+        tokio::task::spawn_blocking(move || {
+            let _timer = (durability == Durability::Sync).then(|| fsync_seconds.start_timer());
+            engine.write(batch, durability)
+        })
+        .await
+            .expect("engine write task panicked")
+            .map_err(|e| write_error(&e))
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let mut last = None;
+        self.engine
+            .scan_reverse(Keyspace::RaftLog, &[], None, &mut |_, value| {
+                let entry: Entry = decode(value, "raft log entry");
+                last = Some(*entry.get_log_id());
+                false
+            })
+            .map_err(|e| read_error(&e))?;
+        Ok(last)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => *i + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(*i + 1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        let end_key = end.map(index_key);
+        let mut entries = Vec::new();
+        let mut expected = start;
+        self.engine
+            .scan(Keyspace::RaftLog, &index_key(start), end_key.as_ref().map(|k| &k[..]), &mut |k, v| {
+                let entry: Entry = decode(v, "raft log entry");
+                assert_eq!(key_index(k), entry.get_log_id().index, "log key/entry mismatch");
+                // A gap means purged or missing entries: openraft handles a short read.
+                if entry.get_log_id().index != expected {
+                    return false;
+                }
+                expected += 1;
+                entries.push(entry);
+                true
+            })
+            .map_err(|e| read_error(&e))?;
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put(Keyspace::RaftState, KEY_VOTE.to_vec(), encode(vote));
+        self.write(batch, Durability::Sync).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced: after a crash a smaller committed index only means re-applying less at
+        // start-up; the leader's next heartbeat brings the rest.
+        let mut batch = WriteBatch::default();
+        batch.put(Keyspace::RaftState, KEY_COMMITTED.to_vec(), encode(&committed));
+        self.write(batch, Durability::Buffered).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put(Keyspace::RaftLog, index_key(entry.get_log_id().index).to_vec(), encode(&entry));
+        }
+        let result = self.write(batch, Durability::Sync).await;
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(Keyspace::RaftLog, index_key(log_id.index).to_vec(), index_key(u64::MAX).to_vec());
+        batch.delete(Keyspace::RaftLog, index_key(u64::MAX).to_vec());
+        self.write(batch, Durability::Sync).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put(Keyspace::RaftState, KEY_LAST_PURGED.to_vec(), encode(&log_id));
+        batch.delete_range(Keyspace::RaftLog, index_key(0).to_vec(), index_key(log_id.index + 1).to_vec());
+        self.write(batch, Durability::Sync).await
+    }
+}

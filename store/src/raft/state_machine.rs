@@ -1,0 +1,347 @@
+//! The replicated state machine: applies committed entries to the MVCC engine, builds and
+//! installs snapshots.
+//!
+//! Durability: state-machine batches go through the same write-ahead log as the Raft log but are
+//! not synced themselves. The last applied log id is written in the same batch as the data it
+//! covers, so after a crash the state machine is at some consistent earlier index and openraft
+//! re-applies the tail from the (synced) log. The log is purged only up to a snapshot, and a
+//! snapshot is taken from what the engine holds, so nothing needed for re-applying is purged.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership,
+};
+
+use super::{
+    decode, encode, read_error, write_error, LogId, MemberAttributes, MemberNode, NodeId,
+    Proposal, ProposalResult, StorageError, TypeConfig,
+};
+use crate::engine::{Durability, KvEngine, KvRead, Keyspace, WriteBatch};
+use crate::metrics::Metrics;
+use crate::mvcc::{self, Overlay};
+
+type Entry = openraft::Entry<TypeConfig>;
+type Membership = StoredMembership<NodeId, MemberNode>;
+
+pub(crate) const KEY_LAST_APPLIED: &[u8] = b"raft/last_applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"raft/membership";
+const MEMBER_ATTRIBUTES_PREFIX: &[u8] = b"cluster/member/";
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SKFSNAP1";
+
+fn member_key(id: NodeId) -> Vec<u8> {
+    let mut key = MEMBER_ATTRIBUTES_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The last snapshot this member built or installed.
+#[derive(Clone)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, MemberNode>,
+    data: Arc<Vec<u8>>,
+}
+
+/// The state machine. Clones share everything (the snapshot builder is a clone).
+#[derive(Clone)]
+pub struct StateMachine {
+    engine: Arc<dyn KvEngine>,
+    metrics: Metrics,
+    /// Where the current snapshot is kept across restarts (`None`: memory only).
+    snapshot_dir: Option<PathBuf>,
+    current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// Told the revision after each applied batch (readers wait on it).
+    applied: Arc<tokio::sync::watch::Sender<AppliedState>>,
+}
+
+/// What readers need to know about the applied state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppliedState {
+    pub log_index: u64,
+    pub revision: i64,
+}
+
+/// A read-only view of the state machine for the serving side.
+#[derive(Clone)]
+pub struct StateMachineHandle {
+    pub engine: Arc<dyn KvEngine>,
+    pub applied: tokio::sync::watch::Receiver<AppliedState>,
+}
+
+impl StateMachineHandle {
+    /// Published member attributes (names and client URLs) by member id.
+    pub fn member_attributes(&self) -> Result<Vec<MemberAttributes>, crate::engine::EngineError> {
+        let mut end = MEMBER_ATTRIBUTES_PREFIX.to_vec();
+        *end.last_mut().expect("prefix is not empty") += 1;
+        let mut out = Vec::new();
+        self.engine.scan(Keyspace::KvMeta, MEMBER_ATTRIBUTES_PREFIX, Some(&end), &mut |_, v| {
+            out.push(decode(v, "member attributes"));
+            true
+        })?;
+        Ok(out)
+    }
+}
+
+impl StateMachine {
+    pub fn new(
+        engine: Arc<dyn KvEngine>,
+        metrics: Metrics,
+        snapshot_dir: Option<PathBuf>,
+    ) -> Result<StateMachine, StorageError> {
+        let (last_applied, _) = read_applied(&*engine)?;
+        let revision = mvcc::current_revision(&*engine)
+            .map_err(|e| read_error(&crate::engine::EngineError::Backend(e.to_string())))?;
+        let applied = AppliedState { log_index: last_applied.map_or(0, |l| l.index), revision };
+        let (sender, _) = tokio::sync::watch::channel(applied);
+        let machine = StateMachine {
+            engine,
+            metrics,
+            snapshot_dir,
+            current_snapshot: Arc::new(Mutex::new(None)),
+            applied: Arc::new(sender),
+        };
+        let loaded = machine.load_snapshot_file()?;
+        *machine.current_snapshot.lock().expect("snapshot lock") = loaded;
+        Ok(machine)
+    }
+
+    pub fn handle(&self) -> StateMachineHandle {
+        StateMachineHandle { engine: self.engine.clone(), applied: self.applied.subscribe() }
+    }
+
+    fn load_snapshot_file(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let Some(dir) = &self.snapshot_dir else { return Ok(None) };
+        let (meta_path, data_path) = (dir.join("snapshot.meta"), dir.join("snapshot.data"));
+        if !meta_path.exists() {
+            return Ok(None);
+        }
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))
+        };
+        let meta = decode(&read(&meta_path)?, "snapshot metadata");
+        Ok(Some(StoredSnapshot { meta, data: Arc::new(read(&data_path)?) }))
+    }
+
+    fn save_snapshot_file(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
+        let Some(dir) = &self.snapshot_dir else { return Ok(()) };
+        let io = |e: std::io::Error| StorageError::from(StorageIOError::write_snapshot(None, &e));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        // Data first, then metadata, each via rename: a crash leaves the old pair or the new.
+        for (name, bytes) in
+            [("snapshot.data", &snapshot.data[..]), ("snapshot.meta", &encode(&snapshot.meta)[..])]
+        {
+            let tmp = dir.join(format!("{name}.tmp"));
+            std::fs::write(&tmp, bytes).map_err(io)?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::rename(&tmp, dir.join(name)).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_applied(r: &dyn KvRead) -> Result<(Option<LogId>, Membership), StorageError> {
+    let last_applied = r.get(Keyspace::KvMeta, KEY_LAST_APPLIED).map_err(|e| read_error(&e))?;
+    let membership = r.get(Keyspace::KvMeta, KEY_MEMBERSHIP).map_err(|e| read_error(&e))?;
+    Ok((
+        last_applied.map(|b| decode(&b, "last applied log id")),
+        membership.map(|b| decode(&b, "membership")).unwrap_or_default(),
+    ))
+}
+
+/// Applies entries in one engine batch; returns one result per entry.
+fn apply_entries(
+    engine: &dyn KvEngine,
+    entries: Vec<Entry>,
+    commit_seconds: &prometheus::Histogram,
+) -> Result<(Vec<ProposalResult>, AppliedState), StorageError> {
+    let (mut last_applied, mut membership) = read_applied(engine)?;
+    let mut overlay = Overlay::new(engine);
+    let mut results = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let index = entry.log_id.index;
+        if let Some(previous) = last_applied {
+            assert_eq!(index, previous.index + 1, "applied index must advance by one");
+        }
+        let mut result = ProposalResult::default();
+        match entry.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Normal(Proposal::Kv(requests)) => {
+                for request in &requests {
+                    let response = mvcc::apply(&mut overlay, request).map(|(response, _)| response);
+                    result.responses.push(response);
+                }
+            }
+            EntryPayload::Normal(Proposal::PublishMember(attributes)) => {
+                overlay.put(Keyspace::KvMeta, member_key(attributes.id), encode(&attributes));
+            }
+            EntryPayload::Membership(m) => {
+                membership = StoredMembership::new(Some(entry.log_id), m);
+            }
+        }
+        last_applied = Some(entry.log_id);
+        results.push(result);
+    }
+    overlay.put(Keyspace::KvMeta, KEY_LAST_APPLIED.to_vec(), encode(&last_applied));
+    overlay.put(Keyspace::KvMeta, KEY_MEMBERSHIP.to_vec(), encode(&membership));
+    let revision = mvcc::current_revision(&overlay)
+        .map_err(|e| read_error(&crate::engine::EngineError::Backend(e.to_string())))?;
+    let batch = overlay.into_batch();
+    let _timer = commit_seconds.start_timer();
+    engine.write(batch, Durability::Buffered).map_err(|e| write_error(&e))?;
+    let log_index = last_applied.map_or(0, |l| l.index);
+    Ok((results, AppliedState { log_index, revision }))
+}
+
+/// Serializes the state-machine keyspaces of one consistent engine view:
+/// magic, then records of (keyspace u8, key len u32, key, value len u32, value).
+fn dump_state_machine(view: &dyn KvRead) -> Result<Vec<u8>, StorageError> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    for (tag, keyspace) in Keyspace::STATE_MACHINE.iter().enumerate() {
+        view.scan(*keyspace, &[], None, &mut |k, v| {
+            out.push(tag as u8);
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v);
+            true
+        })
+        .map_err(|e| read_error(&e))?;
+    }
+    Ok(out)
+}
+
+/// Parses a snapshot received from the leader; malformed input is an error, not a panic.
+fn parse_dump(data: &[u8]) -> Result<Vec<(Keyspace, &[u8], &[u8])>, String> {
+    let rest = data.strip_prefix(&SNAPSHOT_MAGIC[..]).ok_or("snapshot has a bad magic")?;
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
+        let slice = rest.get(*at..*at + n).ok_or("snapshot is truncated")?;
+        *at += n;
+        Ok(slice)
+    };
+    let take_len = |at: &mut usize| -> Result<usize, String> {
+        let bytes: [u8; 4] = take(at, 4)?.try_into().expect("4 bytes");
+        Ok(u32::from_be_bytes(bytes) as usize)
+    };
+    while at < rest.len() {
+        let tag = take(&mut at, 1)?[0] as usize;
+        let keyspace = *Keyspace::STATE_MACHINE.get(tag).ok_or("snapshot has a bad keyspace")?;
+        let key_len = take_len(&mut at)?;
+        let key = take(&mut at, key_len)?;
+        let value_len = take_len(&mut at)?;
+        let value = take(&mut at, value_len)?;
+        records.push((keyspace, key, value));
+    }
+    Ok(records)
+}
+
+fn install_dump(engine: &dyn KvEngine, data: &[u8]) -> Result<(), StorageError> {
+    let records = parse_dump(data).map_err(|reason| {
+        StorageError::from(StorageIOError::read_snapshot(None, openraft::AnyError::error(reason)))
+    })?;
+    let mut batch = WriteBatch::default();
+    for keyspace in Keyspace::STATE_MACHINE {
+        engine
+            .scan(keyspace, &[], None, &mut |k, _| {
+                batch.delete(keyspace, k.to_vec());
+                true
+            })
+            .map_err(|e| read_error(&e))?;
+    }
+    for (keyspace, key, value) in records {
+        batch.put(keyspace, key.to_vec(), value.to_vec());
+    }
+    engine.write(batch, Durability::Sync).map_err(|e| write_error(&e))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let engine = self.engine.clone();
+        let (data, last_applied, membership) = tokio::task::spawn_blocking(move || {
+            // Everything, including the applied log id, comes from one engine snapshot.
+            let view = engine.snapshot();
+            let (last_applied, membership) = read_applied(&*view)?;
+            Ok::<_, StorageError>((dump_state_machine(&*view)?, last_applied, membership))
+        })
+        .await
+        .expect("snapshot task panicked")?;
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand::random::<u32>()),
+            None => format!("0-0-{}", rand::random::<u32>()),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: Arc::new(data) };
+        self.save_snapshot_file(&stored)?;
+        let snapshot = Box::new(Cursor::new(stored.data.to_vec()));
+        *self.current_snapshot.lock().expect("snapshot lock") = Some(stored);
+        Ok(Snapshot { meta, snapshot })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        read_applied(&*self.engine)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let engine = self.engine.clone();
+        let commit_seconds = self.metrics.backend_commit_duration_seconds.clone();
+        let (results, applied) =
+            tokio::task::spawn_blocking(move || apply_entries(&*engine, entries, &commit_seconds))
+                .await
+                .expect("apply task panicked")?;
+        self.applied.send_replace(applied);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, MemberNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = Arc::new(snapshot.into_inner());
+        let engine = self.engine.clone();
+        let to_install = data.clone();
+        tokio::task::spawn_blocking(move || install_dump(&*engine, &to_install))
+            .await
+            .expect("snapshot install task panicked")?;
+        let (last_applied, _) = read_applied(&*self.engine)?;
+        assert_eq!(last_applied, meta.last_log_id, "installed snapshot disagrees with its meta");
+        let revision = mvcc::current_revision(&*self.engine)
+            .map_err(|e| read_error(&crate::engine::EngineError::Backend(e.to_string())))?;
+        let log_index = last_applied.map_or(0, |l| l.index);
+        self.applied.send_replace(AppliedState { log_index, revision });
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.save_snapshot_file(&stored)?;
+        *self.current_snapshot.lock().expect("snapshot lock") = Some(stored);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self.current_snapshot.lock().expect("snapshot lock").clone();
+        Ok(current.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data.to_vec())),
+        }))
+    }
+}
