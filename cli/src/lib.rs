@@ -1,4 +1,5 @@
 //! Skiff's command-line front ends: `skiff` (servers) and `kvctl` (raw store client). The
 //! binaries in `src/bin/` only call into this library.
 
+pub mod kvctl;
 pub mod skiff;

@@ -44,7 +44,7 @@ const _: () = assert!(PROPOSAL_BATCH_LEN_MAX <= PROPOSAL_QUEUE_LEN_MAX);
 /// Largest peer message: a batch of entries or one snapshot chunk, with room to spare.
 /// An AppendEntries carries at most `APPEND_ENTRIES_LEN_MAX` entries of at most
 /// `PROPOSAL_BATCH_BYTES_MAX` each (a batch never grows past it; one request is smaller).
-pub const PEER_MESSAGE_BYTES_MAX: usize = 160 * 1024 * 1024;
+pub const PEER_MESSAGE_BYTES_MAX: usize = 192 * 1024 * 1024;
 const _: () = assert!(PEER_MESSAGE_BYTES_MAX as u64 > 2 * SNAPSHOT_CHUNK_BYTES_MAX);
 const _: () = assert!(
     PEER_MESSAGE_BYTES_MAX as u64 > APPEND_ENTRIES_LEN_MAX * PROPOSAL_BATCH_BYTES_MAX as u64 * 5 / 4

@@ -92,9 +92,9 @@ impl Store {
         raft: Raft,
         state: StateMachineHandle,
         metrics: Metrics,
-    ) -> Store {
+    ) -> (Store, tokio::task::JoinHandle<()>) {
         let (proposals, queue) = mpsc::channel(limits::PROPOSAL_QUEUE_LEN_MAX);
-        tokio::spawn(run_proposer(raft.clone(), queue, metrics.clone()));
+        let proposer = tokio::spawn(run_proposer(raft.clone(), queue, metrics.clone()));
         let inner = Inner {
             member_id,
             cluster_id,
@@ -104,7 +104,7 @@ impl Store {
             metrics,
             peers: Mutex::new(HashMap::new()),
         };
-        Store { inner: Arc::new(inner) }
+        (Store { inner: Arc::new(inner) }, proposer)
     }
 
     pub fn member_id(&self) -> u64 {
@@ -274,9 +274,11 @@ impl Store {
 
     async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, StoreError> {
         let mut metrics = self.inner.raft.metrics();
-        let waited = tokio::time::timeout_at(deadline, metrics.wait_for(|m| m.current_leader.is_some()));
+        let waited = tokio::time::timeout_at(deadline, async {
+            metrics.wait_for(|m| m.current_leader.is_some()).await.map(|m| m.current_leader)
+        });
         match waited.await {
-            Ok(Ok(m)) => Ok(m.current_leader.expect("waited for a leader")),
+            Ok(Ok(leader)) => Ok(leader.expect("waited for a leader")),
             Ok(Err(_)) => Err(StoreError::Stopped),
             Err(_) => Err(StoreError::NoLeader),
         }
@@ -326,10 +328,8 @@ impl Store {
 
     async fn wait_applied(&self, index: u64) -> Result<(), StoreError> {
         let mut applied = self.inner.state.applied.clone();
-        match applied.wait_for(|a| a.log_index >= index).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(StoreError::Stopped),
-        }
+        let reached = applied.wait_for(|a| a.log_index >= index).await.map(|_| ());
+        reached.map_err(|_| StoreError::Stopped)
     }
 
     /// Publishes this member's name and client URLs through Raft (etcd does the same), retrying
@@ -360,7 +360,7 @@ impl Store {
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
             db_size_bytes: self.inner.state.engine.size_bytes() as i64,
-            is_learner: !metrics.membership_config.membership().is_voter(&self.inner.member_id),
+            is_learner: !is_voter(metrics.membership_config.membership(), self.inner.member_id),
         })
     }
 
@@ -382,11 +382,15 @@ impl Store {
                     name: published.map(|a| a.name.clone()).unwrap_or_default(),
                     peer_urls: node.peer_urls.clone(),
                     client_urls: published.map(|a| a.client_urls.clone()).unwrap_or_default(),
-                    is_learner: !membership.is_voter(id),
+                    is_learner: !is_voter(membership, *id),
                 }
             })
             .collect())
     }
+}
+
+fn is_voter(membership: &openraft::Membership<NodeId, MemberNode>, id: NodeId) -> bool {
+    membership.voter_ids().any(|voter| voter == id)
 }
 
 fn is_connect_failure(status: &tonic::Status) -> bool {

@@ -170,7 +170,8 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let store = Store::new(plan.member_id, plan.cluster_id, raft.clone(), handle, metrics.clone());
+    let (store, proposer) =
+        Store::new(plan.member_id, plan.cluster_id, raft.clone(), handle, metrics.clone());
 
     let (stop, stopped) = watch::channel(false);
     let address = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
@@ -181,7 +182,7 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
         metrics_addresses: metrics_listeners.iter().map(address).collect(),
         raft: raft.clone(),
         stop,
-        tasks: Vec::new(),
+        tasks: vec![proposer],
     };
     for listener in peer_listeners {
         running.tasks.push(tokio::spawn(serve_peer(listener, store.clone(), stopped.clone())));

@@ -3,7 +3,7 @@
 //! `conformance_tests!(fixture)` expands to one `#[test]` per check; `fixture()` returns
 //! `(guard, engine)` where the guard (e.g. a temporary directory) outlives the engine.
 
-use super::{Durability, KvEngine, KvRead, Keyspace, WriteBatch};
+use super::{Durability, Keyspace, KvEngine, KvRead, WriteBatch};
 
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use super::{BatchOp, Durability, EngineError, KvEngine, KvRead, Keyspace, Visit, WriteBatch};
+use super::{BatchOp, Durability, EngineError, Keyspace, KvEngine, KvRead, Visit, WriteBatch};
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -112,7 +112,8 @@ fn delete_range(table: &mut Table, start: &[u8], end: &[u8]) {
     if start >= end {
         return;
     }
-    let doomed: Vec<Vec<u8>> = table.range(bounds(start, Some(end))).map(|(k, _)| k.clone()).collect();
+    let doomed: Vec<Vec<u8>> =
+        table.range::<[u8], _>(bounds(start, Some(end))).map(|(k, _)| k.clone()).collect();
     for key in doomed {
         table.remove(&key);
     }

@@ -13,7 +13,7 @@ use rocksdb::{
     SnapshotWithThreadMode, WriteOptions, DB,
 };
 
-use super::{BatchOp, Durability, EngineError, KvEngine, KvRead, Keyspace, Visit, WriteBatch};
+use super::{BatchOp, Durability, EngineError, Keyspace, KvEngine, KvRead, Visit, WriteBatch};
 
 /// Info log files RocksDB keeps in the data directory; the default (1000) only wastes space.
 const INFO_LOG_FILES_KEPT_MAX: usize = 4;
@@ -27,10 +27,8 @@ pub struct RocksEngine {
 impl RocksEngine {
     /// Opens (creating if missing) the database in directory `path`.
     pub fn open(path: &Path) -> Result<RocksEngine, EngineError> {
-        let open_error = |reason: String| EngineError::Open {
-            path: path.display().to_string(),
-            reason,
-        };
+        let open_error =
+            |reason: String| EngineError::Open { path: path.display().to_string(), reason };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
         let mut options = Options::default();
         options.create_if_missing(true);
@@ -219,7 +217,7 @@ impl KvEngine for RocksEngine {
 #[cfg(test)]
 mod tests {
     use super::RocksEngine;
-    use crate::engine::{Durability, EngineError, KvEngine, KvRead, Keyspace, WriteBatch};
+    use crate::engine::{Durability, EngineError, Keyspace, KvEngine, KvRead, WriteBatch};
 
     fn open_temporary() -> (tempfile::TempDir, RocksEngine) {
         let dir = tempfile::TempDir::new().expect("create temporary directory");

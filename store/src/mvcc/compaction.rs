@@ -3,7 +3,7 @@
 use super::keys::{self, RecordHeader, Revision};
 use super::read::compacted_revision;
 use super::{CompactionRequest, CompactionResponse, MvccError, Overlay};
-use crate::engine::{KvRead, Keyspace};
+use crate::engine::{Keyspace, KvRead};
 
 /// Compacts at `req.revision`: for each key, every version with `main <= revision` except the
 /// newest goes, and the newest goes too if it is a tombstone (as etcd's keyIndex.compact).

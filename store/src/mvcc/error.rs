@@ -53,7 +53,9 @@ mod engine_error_serde {
         wire.serialize(serializer)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<EngineError, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<EngineError, D::Error> {
         Ok(match Wire::deserialize(deserializer)? {
             Wire::Backend(message) => EngineError::Backend(message),
             Wire::Open { path, reason } => EngineError::Open { path, reason },

@@ -3,7 +3,7 @@
 use super::keys::{self, RecordHeader, Revision};
 use super::read::compacted_revision;
 use super::{Event, KeyValue, MvccError};
-use crate::engine::{KvRead, Keyspace};
+use crate::engine::{Keyspace, KvRead};
 
 /// The events of revisions `start_revision..end_revision` (`end_revision` exclusive), in
 /// revision order. Stops after the revision during which `events_max` was reached, so whole
@@ -33,7 +33,8 @@ pub fn events(
         });
         match decoded {
             Ok(decoded) => {
-                let revision_done = |last: &(Revision, bool, Vec<u8>)| last.0.main != decoded.0.main;
+                let revision_done =
+                    |last: &(Revision, bool, Vec<u8>)| last.0.main != decoded.0.main;
                 let full = written.len() >= events_max && written.last().is_some_and(revision_done);
                 if !full {
                     written.push(decoded);
@@ -50,26 +51,40 @@ pub fn events(
     if let Some(error) = failure {
         return Err(error);
     }
-    written.into_iter().map(|(revision, tombstone, key)| event(r, revision, tombstone, key)).collect()
+    written
+        .into_iter()
+        .map(|(revision, tombstone, key)| event(r, revision, tombstone, key))
+        .collect()
 }
 
-fn event(r: &dyn KvRead, revision: Revision, tombstone: bool, key: Vec<u8>) -> Result<Event, MvccError> {
+fn event(
+    r: &dyn KvRead,
+    revision: Revision,
+    tombstone: bool,
+    key: Vec<u8>,
+) -> Result<Event, MvccError> {
     if tombstone {
-        return Ok(Event::Delete(KeyValue { key, mod_revision: revision.main, ..KeyValue::default() }));
+        return Ok(Event::Delete(KeyValue {
+            key,
+            mod_revision: revision.main,
+            ..KeyValue::default()
+        }));
     }
     let index_key = keys::index_key(&keys::encode_user_key(&key), revision);
     let record = r.get(Keyspace::KvIndex, &index_key)?.ok_or_else(|| {
         MvccError::Corrupt(format!("revision log entry {revision:?} has no index entry"))
     })?;
     match keys::decode_record(&record)? {
-        (RecordHeader::Put { create_revision, version, lease }, value) => Ok(Event::Put(KeyValue {
-            key,
-            create_revision,
-            mod_revision: revision.main,
-            version,
-            value: value.to_vec(),
-            lease,
-        })),
+        (RecordHeader::Put { create_revision, version, lease }, value) => {
+            Ok(Event::Put(KeyValue {
+                key,
+                create_revision,
+                mod_revision: revision.main,
+                version,
+                value: value.to_vec(),
+                lease,
+            }))
+        }
         (RecordHeader::Tombstone, _) => Err(MvccError::Corrupt(format!(
             "revision log says put, index says tombstone at {revision:?}"
         ))),

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::engine::{EngineError, KvRead, Keyspace, Visit, WriteBatch};
+use crate::engine::{EngineError, Keyspace, KvRead, Visit, WriteBatch};
 
 /// Per keyspace, key -> `Some(value)` (put) or `None` (deleted).
 pub(crate) type Writes = BTreeMap<Keyspace, BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
@@ -164,7 +164,7 @@ impl KvRead for Overlay<'_> {
 #[cfg(test)]
 mod tests {
     use super::Overlay;
-    use crate::engine::{Durability, KvEngine, KvRead, Keyspace, MemoryEngine, WriteBatch};
+    use crate::engine::{Durability, Keyspace, KvEngine, KvRead, MemoryEngine, WriteBatch};
 
     const KS: Keyspace = Keyspace::KvIndex;
 
@@ -213,10 +213,10 @@ mod tests {
         let [forward, backward] = scans(&overlay, "", None, usize::MAX);
         assert_eq!(forward, "a=new b=base c=over e=base f=new");
         assert_eq!(backward, "f=new e=base c=over b=base a=new");
-        assert_eq!(scans(&overlay, "b", Some("f"), usize::MAX), [
-            "b=base c=over e=base".to_string(),
-            "e=base c=over b=base".to_string()
-        ]);
+        assert_eq!(
+            scans(&overlay, "b", Some("f"), usize::MAX),
+            ["b=base c=over e=base".to_string(), "e=base c=over b=base".to_string()]
+        );
         assert_eq!(scans(&overlay, "f", Some("a"), usize::MAX), [String::new(), String::new()]);
     }
 

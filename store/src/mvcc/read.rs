@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use super::keys::{self, RecordHeader, Revision};
 use super::{KeyValue, MvccError, RangeRequest, RangeResponse, SortOrder, SortTarget};
-use crate::engine::{KvRead, Keyspace};
+use crate::engine::{Keyspace, KvRead};
 
 /// The store's current revision: 1 on an empty store, as in etcd.
 pub fn current_revision(r: &dyn KvRead) -> Result<i64, MvccError> {
@@ -47,8 +47,8 @@ pub(crate) struct LiveKeys {
 /// Collects the keys of `[key, range_end)` (etcd's conventions) live at revision `at`: each
 /// key's newest version with `main <= at`, unless that version is a tombstone.
 ///
-/// The scan decodes only record headers; values are read afterwards, one point lookup per
-/// returned key, so versions that are not returned are never copied. `r` must be a
+/// A multi-key scan decodes only record headers; values are read afterwards, one point lookup
+/// per returned key, so versions that are not returned are never copied. `r` must be a
 /// consistent view (a snapshot or an overlay over one).
 pub(crate) fn live_keys(
     r: &dyn KvRead,
@@ -58,8 +58,15 @@ pub(crate) fn live_keys(
     fetch_max: usize,
     with_values: bool,
 ) -> Result<LiveKeys, MvccError> {
+    if range_end.is_empty() {
+        // A single key (the common get, compare and delete): seek its newest version directly.
+        let kvs: Vec<KeyValue> = live_version(r, key, Some(at))?.into_iter().collect();
+        let count = kvs.len();
+        return Ok(LiveKeys { kvs: kvs.into_iter().take(fetch_max).collect(), count });
+    }
     let (start, end) = keys::index_bounds(key, range_end);
-    let mut scan = GroupScan { at, fetch_max, found: Vec::new(), count: 0, group: None };
+    let mut scan =
+        GroupScan { at, fetch_max, found: Vec::new(), count: 0, group: Vec::new(), newest: None };
     let mut failure = None;
     let mut visit = |raw: &[u8], record: &[u8]| match scan.visit(raw, record) {
         Ok(()) => true,
@@ -87,28 +94,30 @@ struct GroupScan {
     fetch_max: usize,
     found: Vec<Found>,
     count: usize,
-    /// The current key and its newest version so far with `main <= at`.
-    group: Option<(Vec<u8>, Option<(Revision, RecordHeader)>)>,
+    /// The encoded key whose versions are being visited (empty before the first).
+    group: Vec<u8>,
+    /// The group's newest version so far with `main <= at`.
+    newest: Option<(Revision, RecordHeader)>,
 }
 
 impl GroupScan {
     fn visit(&mut self, raw: &[u8], record: &[u8]) -> Result<(), MvccError> {
         let (encoded, revision) = keys::split_index_key(raw)?;
-        if self.group.as_ref().is_none_or(|(current, _)| current.as_slice() != encoded) {
+        if encoded != self.group.as_slice() {
             self.finish_group();
-            self.group = Some((encoded.to_vec(), None));
+            self.group = encoded.to_vec();
         }
         if revision.main <= self.at {
             let (header, _) = keys::decode_record(record)?;
-            let (_, newest) = self.group.as_mut().expect("group started above");
-            assert!(newest.is_none_or(|(r, _)| r < revision), "index out of revision order");
-            *newest = Some((revision, header));
+            let in_order = self.newest.is_none_or(|(newest, _)| newest < revision);
+            assert!(in_order, "index versions out of revision order at {revision:?}");
+            self.newest = Some((revision, header));
         }
         Ok(())
     }
 
     fn finish_group(&mut self) {
-        let Some((encoded_key, Some((revision, header)))) = self.group.take() else {
+        let Some((revision, header)) = self.newest.take() else {
             return;
         };
         let RecordHeader::Put { create_revision, version, lease } = header else {
@@ -116,6 +125,7 @@ impl GroupScan {
         };
         self.count += 1;
         if self.found.len() < self.fetch_max {
+            let encoded_key = self.group.clone();
             let found = Found { encoded_key, revision, create_revision, version, lease };
             self.found.push(found);
         }
@@ -143,13 +153,27 @@ fn key_value(r: &dyn KvRead, found: Found, with_values: bool) -> Result<KeyValue
 
 /// The newest version of `key` (at any revision, including an overlay's writes) if it is live.
 pub(crate) fn latest(r: &dyn KvRead, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+    live_version(r, key, None)
+}
+
+/// The newest version of `key` with `main <= at` (no `at`: any), if it is live. One bounded
+/// reverse seek, however long the key's history.
+fn live_version(
+    r: &dyn KvRead,
+    key: &[u8],
+    at: Option<i64>,
+) -> Result<Option<KeyValue>, MvccError> {
     let encoded = keys::encode_user_key(key);
+    let end = match at {
+        Some(at) => keys::index_key(&encoded, Revision::new(at.saturating_add(1), 0)),
+        None => keys::versions_end(&encoded),
+    };
     let mut newest = None;
     let mut visit = |raw: &[u8], record: &[u8]| {
         newest = Some((raw.to_vec(), record.to_vec()));
         false
     };
-    r.scan_reverse(Keyspace::KvIndex, &encoded, Some(&keys::versions_end(&encoded)), &mut visit)?;
+    r.scan_reverse(Keyspace::KvIndex, &encoded, Some(&end), &mut visit)?;
     let Some((raw, record)) = newest else {
         return Ok(None);
     };

@@ -119,7 +119,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>, std::convert::Infallible> {
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         self.call(Method::AppendEntries, &rpc, option.hard_ttl()).await
     }
 
@@ -137,7 +137,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>, std::convert::Infallible> {
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call(Method::Vote, &rpc, option.hard_ttl()).await
     }
 }

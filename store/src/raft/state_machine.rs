@@ -147,7 +147,7 @@ fn read_applied(r: &dyn KvRead) -> Result<(Option<LogId>, Membership), StorageEr
     let last_applied = r.get(Keyspace::KvMeta, KEY_LAST_APPLIED).map_err(|e| read_error(&e))?;
     let membership = r.get(Keyspace::KvMeta, KEY_MEMBERSHIP).map_err(|e| read_error(&e))?;
     Ok((
-        last_applied.map(|b| decode(&b, "last applied log id")),
+        last_applied.and_then(|b| decode::<Option<LogId>>(&b, "last applied log id")),
         membership.map(|b| decode(&b, "membership")).unwrap_or_default(),
     ))
 }
@@ -164,7 +164,9 @@ fn apply_entries(
     for entry in entries {
         let index = entry.log_id.index;
         if let Some(previous) = last_applied {
-            assert_eq!(index, previous.index + 1, "applied index must advance by one");
+            // openraft applies in log order without gaps; its storage test suite applies
+            // hand-made sequences with gaps, so only monotonicity is asserted.
+            assert!(index > previous.index, "applied index must advance: {index} after {previous}");
         }
         let mut result = ProposalResult::default();
         match entry.payload {

@@ -44,14 +44,17 @@ fn events_match_what_apply_returned() {
 fn events_in_revision_order_and_bounds() {
     let store = history();
     let all = events(&store.engine, 0, i64::MAX, 100).unwrap();
-    assert_eq!(all, vec![
-        Event::Put(kv("a", "1", 2, 2, 1)),
-        Event::Put(kv("b", "1", 3, 3, 1)),
-        Event::Put(kv("c", "1", 4, 4, 1)),
-        tombstone("a", 4),
-        Event::Put(kv("b", "2", 3, 4, 2)),
-        Event::Put(kv("a", "2", 5, 5, 1)),
-    ]);
+    assert_eq!(
+        all,
+        vec![
+            Event::Put(kv("a", "1", 2, 2, 1)),
+            Event::Put(kv("b", "1", 3, 3, 1)),
+            Event::Put(kv("c", "1", 4, 4, 1)),
+            tombstone("a", 4),
+            Event::Put(kv("b", "2", 3, 4, 2)),
+            Event::Put(kv("a", "2", 5, 5, 1)),
+        ]
+    );
     assert_eq!(events(&store.engine, 3, 5, 100).unwrap(), all[1..5].to_vec());
     assert_eq!(events(&store.engine, 5, 5, 100).unwrap(), vec![]);
     assert_eq!(events(&store.engine, 6, 10, 100).unwrap(), vec![]);

@@ -5,6 +5,7 @@
 
 mod compaction;
 mod history;
+mod model;
 mod range;
 mod rocks;
 mod txn;
@@ -12,7 +13,7 @@ mod validate;
 mod writes;
 
 use super::*;
-use crate::engine::{Durability, KvEngine, KvRead, Keyspace, MemoryEngine};
+use crate::engine::{Durability, Keyspace, KvEngine, KvRead, MemoryEngine};
 
 pub(super) struct TestStore<E: KvEngine = MemoryEngine> {
     pub engine: E,
