@@ -147,7 +147,8 @@ impl Store {
             self.read_barrier().await?;
         }
         let engine = self.inner.state.engine.clone();
-        Ok(tokio::task::spawn_blocking(move || mvcc::range(&*engine, &request))
+        // A consistent view: applies and compactions running meanwhile are invisible to it.
+        Ok(tokio::task::spawn_blocking(move || mvcc::range(&*engine.snapshot(), &request))
             .await
             .map_err(|e| StoreError::Internal(format!("range task failed: {e}")))??)
     }
@@ -171,7 +172,8 @@ impl Store {
     async fn evaluate_locally(&self, request: WriteRequest) -> Result<WriteResponse, StoreError> {
         let engine = self.inner.state.engine.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut overlay = Overlay::new(&*engine);
+            let view = engine.snapshot();
+            let mut overlay = Overlay::new(&*view);
             let (response, _) = mvcc::apply(&mut overlay, &request)?;
             assert!(overlay.into_batch().is_empty(), "a read-only txn wrote something");
             Ok::<_, StoreError>(response)

@@ -23,6 +23,8 @@ pub fn to_status(error: &StoreError) -> Status {
                 (Code::InvalidArgument, "etcdserver: duplicate key given in txn request")
             }
             MvccError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
+            MvccError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
+            MvccError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
             other => return Status::internal(format!("etcdserver: {other}")),
         },
         StoreError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),

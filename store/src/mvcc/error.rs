@@ -21,6 +21,12 @@ pub enum MvccError {
     DuplicateKey,
     #[error("key not found")]
     KeyNotFound,
+    /// `ignore_value` with a value given.
+    #[error("value is provided")]
+    ValueProvided,
+    /// `ignore_lease` with a lease given.
+    #[error("lease is provided")]
+    LeaseProvided,
     /// The storage backend failed; fatal to the request (and to the apply loop).
     #[error(transparent)]
     Engine(

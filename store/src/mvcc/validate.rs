@@ -10,7 +10,7 @@ use crate::limits::TXN_OPS_MAX;
 /// [`TXN_OPS_MAX`] operations in a branch, and txn branches that write one key twice.
 pub fn validate(req: &WriteRequest) -> Result<(), MvccError> {
     match req {
-        WriteRequest::Put(put) => check_key(&put.key),
+        WriteRequest::Put(put) => check_put(put),
         WriteRequest::DeleteRange(delete) => check_key(&delete.key),
         WriteRequest::Txn(txn) => {
             check_txn(txn, TXN_OPS_MAX)?;
@@ -21,6 +21,18 @@ pub fn validate(req: &WriteRequest) -> Result<(), MvccError> {
         }
         WriteRequest::Compaction(_) => Ok(()),
     }
+}
+
+/// etcd's `checkPutRequest`: a key, and no value or lease alongside "keep the current one".
+fn check_put(put: &super::PutRequest) -> Result<(), MvccError> {
+    check_key(&put.key)?;
+    if put.ignore_value && !put.value.is_empty() {
+        return Err(MvccError::ValueProvided);
+    }
+    if put.ignore_lease && put.lease != 0 {
+        return Err(MvccError::LeaseProvided);
+    }
+    Ok(())
 }
 
 fn check_key(key: &[u8]) -> Result<(), MvccError> {
@@ -43,7 +55,7 @@ fn check_txn(txn: &TxnRequest, ops_max: usize) -> Result<(), MvccError> {
     for op in txn.success.iter().chain(&txn.failure) {
         match op {
             RequestOp::Range(range) => check_key(&range.key)?,
-            RequestOp::Put(put) => check_key(&put.key)?,
+            RequestOp::Put(put) => check_put(put)?,
             RequestOp::DeleteRange(delete) => check_key(&delete.key)?,
             RequestOp::Txn(nested) => check_txn(nested, ops_max - ops)?,
         }

@@ -22,7 +22,8 @@ use super::{
 };
 use crate::engine::{Durability, KvEngine, KvRead, Keyspace, WriteBatch};
 use crate::metrics::Metrics;
-use crate::mvcc::{self, Overlay};
+use crate::engine::EngineError;
+use crate::mvcc::{self, MvccError, Overlay};
 
 type Entry = openraft::Entry<TypeConfig>;
 type Membership = StoredMembership<NodeId, MemberNode>;
@@ -174,6 +175,12 @@ fn apply_entries(
             EntryPayload::Normal(Proposal::Kv(requests)) => {
                 for request in &requests {
                     let response = mvcc::apply(&mut overlay, request).map(|(response, _)| response);
+                    // A storage fault is this member's, not the request's: answering it as a
+                    // result would let replicas diverge, so the apply fails instead.
+                    if let Err(MvccError::Engine(_) | MvccError::Corrupt(_)) = &response {
+                        let error = response.expect_err("checked");
+                        return Err(write_error(&EngineError::Backend(error.to_string())));
+                    }
                     result.responses.push(response);
                 }
             }
