@@ -266,8 +266,11 @@ impl Store {
         let mut client = self.peer(leader)?;
         let message = PeerMessage { payload: bincode::serialize(request).expect("serializable") };
         match client.forward(message).await {
-            Ok(reply) => bincode::deserialize(&reply.into_inner().payload)
-                .map_err(|e| StoreError::Internal(format!("undecodable leader reply: {e}"))),
+            Ok(reply) => {
+                let payload = reply.into_inner().payload;
+                bincode::deserialize::<Result<WriteResponse, StoreError>>(&payload)
+                    .map_err(|e| StoreError::Internal(format!("undecodable leader reply: {e}")))?
+            }
             // Refused before anything was sent: the leader never saw it; safe to try again.
             Err(status) if is_connect_failure(&status) => Err(StoreError::NotLeader),
             Err(_) => Err(StoreError::LeaderChanged),

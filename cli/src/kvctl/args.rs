@@ -78,10 +78,10 @@ pub struct GetArgs {
     #[arg(long, default_value = "l")]
     pub consistency: String,
     /// Order of results; ASCEND or DESCEND (ASCEND by default)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub order: String,
     /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub sort_by: String,
     /// Maximum number of results
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]

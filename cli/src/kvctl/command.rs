@@ -5,20 +5,19 @@
 use std::io::{BufRead, Read};
 use std::time::Instant;
 
-use store::proto::etcdserverpb::alarm_request::AlarmAction;
 use store::proto::etcdserverpb::cluster_client::ClusterClient;
 use store::proto::etcdserverpb::kv_client::KvClient;
 use store::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use store::proto::etcdserverpb::{
-    AlarmRequest, AlarmType, CompactionRequest, MemberListRequest, RangeRequest, StatusRequest,
+    CompactionRequest, MemberListRequest, RangeRequest, StatusRequest,
 };
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
+use super::args::{Cli, Command, GlobalFlags};
 use super::args::{
     CompactionArgs, DelArgs, EndpointCommand, GetArgs, MemberCommand, PutArgs, TxnArgs,
 };
-use super::args::{Cli, Command, GlobalFlags};
 use super::client::{self, Client, Target};
 use super::failure::{self, Failure};
 use super::print::{EndpointHealth, EndpointStatus, Format, Output, Printer};
@@ -121,7 +120,10 @@ async fn compaction(client: &Client, args: &CompactionArgs) -> Result<Output, Fa
     let request = CompactionRequest { revision, physical: args.physical };
     client.call(|channel| async move { kv(channel).compact(request).await }).await?;
     // etcdctl prints this whatever the output format.
-    Ok(Output { stdout: format!("compacted revision {revision}\n").into_bytes(), ..Output::default() })
+    Ok(Output {
+        stdout: format!("compacted revision {revision}\n").into_bytes(),
+        ..Output::default()
+    })
 }
 
 async fn member_list(client: &Client, printer: Printer) -> Result<Output, Failure> {
@@ -150,7 +152,9 @@ async fn endpoint_targets(
         .await
         .map_err(|failure| {
             let message = failure.message;
-            Failure::error(format!("failed to fetch endpoints from etcd cluster member list: {message}"))
+            Failure::error(format!(
+                "failed to fetch endpoints from etcd cluster member list: {message}"
+            ))
         })?;
     let urls: Vec<String> =
         members.members.into_iter().flat_map(|member| member.client_ur_ls).collect();
@@ -214,7 +218,9 @@ async fn endpoint_health(
     while let Some(joined) = checks.join_next().await {
         match joined {
             Ok(health) => healths.push(health),
-            Err(error) => return Err(Failure::error(format!("health check failed: {error}"))).into(),
+            Err(error) => {
+                return Err(Failure::error(format!("health check failed: {error}"))).into()
+            }
         }
     }
     let unhealthy = healths.iter().any(|health| !health.error.is_empty());
@@ -225,50 +231,26 @@ async fn endpoint_health(
     report
 }
 
-/// etcdctl's health check: a linearizable get of the key `health` (it goes through consensus,
-/// so "permission denied" still proves a working cluster), then no active alarms.
+/// etcdctl 3.4's health check: a linearizable get of the key `health`. It goes through
+/// consensus, so even "permission denied" proves a working cluster. (etcdctl 3.5 also lists
+/// alarms; 3.4 does not, and in etcd listing alarms is itself a Raft proposal.)
 async fn health_of(target: Target, client: Client) -> EndpointHealth {
     let started = Instant::now();
     let targets = std::slice::from_ref(&target);
     let checked = tokio::time::timeout(client.command_timeout, async {
         let channel = client::connect(targets, client.dial_timeout).await;
         let request = RangeRequest { key: b"health".to_vec(), ..RangeRequest::default() };
-        let result = kv(channel.clone()).range(request).await;
-        (channel, result)
+        kv(channel).range(request).await
     })
     .await;
     let took = golang::duration_string(started.elapsed());
     let error = match checked {
         Err(_elapsed) => failure::DEADLINE_EXCEEDED.to_string(),
-        Ok((channel, result)) => {
-            let message = result.err().map(|status| failure::status_message(&status));
-            match message {
-                Some(message) if message != failure::PERMISSION_DENIED => message,
-                _ => alarm_error(channel, &client).await,
-            }
-        }
+        Ok(Ok(_)) => String::new(),
+        Ok(Err(status)) => match failure::status_message(&status) {
+            message if message == failure::PERMISSION_DENIED => String::new(),
+            message => message,
+        },
     };
     EndpointHealth { endpoint: target.name, healthy: error.is_empty(), took, error }
-}
-
-/// Empty when the member reports no alarm; otherwise etcdctl's description.
-async fn alarm_error(channel: Channel, client: &Client) -> String {
-    let request = AlarmRequest { action: AlarmAction::Get as i32, ..AlarmRequest::default() };
-    let alarms = MaintenanceClient::new(channel).alarm(request);
-    match tokio::time::timeout(client.command_timeout, alarms).await {
-        Ok(Ok(response)) if response.get_ref().alarms.is_empty() => String::new(),
-        Ok(Ok(response)) => {
-            let mut error = String::from("Active Alarm(s): ");
-            for alarm in &response.get_ref().alarms {
-                match AlarmType::try_from(alarm.alarm) {
-                    Ok(AlarmType::Nospace) => error.push_str("NOSPACE "),
-                    Ok(AlarmType::Corrupt) => error.push_str("CORRUPT "),
-                    Ok(AlarmType::None) => error.push_str("NONE "),
-                    Err(_) => {}
-                }
-            }
-            error
-        }
-        _ => "Unable to fetch the alarm list".to_string(),
-    }
 }

@@ -129,7 +129,8 @@ fn unescape(text: &[u8], start: usize, out: &mut Vec<u8>) -> Option<usize> {
 /// Go's `strconv.ParseInt(text, base, 64)` with its error strings.
 pub fn parse_int(text: &str, base: u32) -> Result<i64, String> {
     let syntax = || format!("strconv.ParseInt: parsing {}: invalid syntax", quote(text.as_bytes()));
-    let range = || format!("strconv.ParseInt: parsing {}: value out of range", quote(text.as_bytes()));
+    let range =
+        || format!("strconv.ParseInt: parsing {}: value out of range", quote(text.as_bytes()));
     let (negative, digits) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -169,7 +170,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total_nanos = 0f64;
     let mut rest = body;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let number_len =
+            rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
         let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
         rest = &rest[number_len..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
@@ -260,7 +262,8 @@ mod tests {
 
     #[test]
     fn unquote_matches_go() {
-        let cases: [(&[u8], Result<&[u8], &str>); 7] = [
+        type Case = (&'static [u8], Result<&'static [u8], &'static str>);
+        let cases: [Case; 7] = [
             (br#""k""#, Ok(b"k")),
             (br#""x\\ty""#, Ok(b"x\\ty")),
             (br#""\x41\101\u00e9""#, Ok("AAé".as_bytes())),
@@ -281,7 +284,10 @@ mod tests {
         check(parse_int("-ff", 16), "Ok(-255)");
         check(parse_int("2040a20e583fd942", 16), "Ok(2324035590216997186)");
         check(parse_int("abc", 10), r#"Err("strconv.ParseInt: parsing \"abc\": invalid syntax")"#);
-        check(parse_int("0x12", 16), r#"Err("strconv.ParseInt: parsing \"0x12\": invalid syntax")"#);
+        check(
+            parse_int("0x12", 16),
+            r#"Err("strconv.ParseInt: parsing \"0x12\": invalid syntax")"#,
+        );
         check(parse_int("", 16), r#"Err("strconv.ParseInt: parsing \"\": invalid syntax")"#);
         check(
             parse_int("9223372036854775808", 10),

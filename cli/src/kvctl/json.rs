@@ -171,11 +171,15 @@ fn response_op(op: &ResponseOp) -> String {
         Some(Response::ResponseRange(r)) => {
             Object::new().field("ResponseRange", &range_response(r)).finish()
         }
-        Some(Response::ResponsePut(r)) => Object::new().field("ResponsePut", &put_response(r)).finish(),
+        Some(Response::ResponsePut(r)) => {
+            Object::new().field("ResponsePut", &put_response(r)).finish()
+        }
         Some(Response::ResponseDeleteRange(r)) => {
             Object::new().field("ResponseDeleteRange", &delete_range_response(r)).finish()
         }
-        Some(Response::ResponseTxn(r)) => Object::new().field("ResponseTxn", &txn_response(r)).finish(),
+        Some(Response::ResponseTxn(r)) => {
+            Object::new().field("ResponseTxn", &txn_response(r)).finish()
+        }
         None => "null".to_string(),
     };
     Object::new().field("Response", &inner).finish()

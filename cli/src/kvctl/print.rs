@@ -212,7 +212,8 @@ impl Printer {
     }
 
     fn simple_txn(&self, response: &TxnResponse) -> Vec<u8> {
-        let mut out = if response.succeeded { b"SUCCESS\n".to_vec() } else { b"FAILURE\n".to_vec() };
+        let mut out =
+            if response.succeeded { b"SUCCESS\n".to_vec() } else { b"FAILURE\n".to_vec() };
         for op in &response.responses {
             out.push(b'\n');
             let printed = match &op.response {
@@ -306,8 +307,11 @@ mod fields {
     use super::*;
 
     fn header(out: &mut String, header: &Option<ResponseHeader>) {
-        let h = header.clone().unwrap_or_default();
-        out.push_str(&format!("\"ClusterID\" : {}\n\"MemberID\" : {}\n", h.cluster_id, h.member_id));
+        let h = header.unwrap_or_default();
+        out.push_str(&format!(
+            "\"ClusterID\" : {}\n\"MemberID\" : {}\n",
+            h.cluster_id, h.member_id
+        ));
         out.push_str(&format!("\"Revision\" : {}\n\"RaftTerm\" : {}\n", h.revision, h.raft_term));
     }
 
@@ -393,7 +397,10 @@ mod fields {
             out.push_str(&format!("\"Version\" : {}\n", golang::quote(r.version.as_bytes())));
             out.push_str(&format!("\"DBSize\" : {}\n\"Leader\" : {}\n", r.db_size, r.leader));
             out.push_str(&format!("\"IsLearner\" : {}\n", r.is_learner));
-            out.push_str(&format!("\"RaftIndex\" : {}\n\"RaftTerm\" : {}\n", r.raft_index, r.raft_term));
+            out.push_str(&format!(
+                "\"RaftIndex\" : {}\n\"RaftTerm\" : {}\n",
+                r.raft_index, r.raft_term
+            ));
             out.push_str(&format!("\"RaftAppliedIndex\" : {}\n", r.raft_applied_index));
             // Go prints a []string as `[a b]`.
             out.push_str(&format!("\"Errors\" : [{}]\n", r.errors.join(" ")));

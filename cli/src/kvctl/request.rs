@@ -211,6 +211,9 @@ mod tests {
         assert_eq!(rendered, expected);
     }
 
+    /// Arguments, flag settings, and the rendered request or failure.
+    type GetCase = (&'static [&'static str], fn(&mut GetArgs), &'static str);
+
     /// Renders a range request as `key..end limit rev order/target flags`, or the failure.
     fn get(args: &[&str], tweak: impl FnOnce(&mut GetArgs)) -> String {
         let mut get = GetArgs { consistency: "l".into(), args: os(args), ..GetArgs::default() };
@@ -237,7 +240,7 @@ mod tests {
 
     #[test]
     fn get_requests() {
-        let cases: [(&[&str], fn(&mut GetArgs), &str); 8] = [
+        let cases: [GetCase; 8] = [
             (&["foo"], |_| {}, r#""foo".."" 0 0 0/0 "#),
             (&["foo"], |g| g.prefix = true, r#""foo".."fop" 0 0 0/0 "#),
             (&[""], |g| g.prefix = true, r#""\0".."\0" 0 0 0/0 "#),
@@ -262,18 +265,34 @@ mod tests {
 
     #[test]
     fn get_argument_errors() {
-        let cases: [(&[&str], fn(&mut GetArgs), &str); 7] = [
-            (&[], |_| {}, "BadArgs: get command needs one argument as key and an optional \
-              argument as range_end"),
-            (&["a"], |g| (g.prefix, g.from_key) = (true, true), "BadArgs: `--prefix` and \
-              `--from-key` cannot be set at the same time, choose one"),
-            (&["a", "b"], |g| g.prefix = true, "BadArgs: too many arguments, only accept one \
-              argument when `--prefix` or `--from-key` is set"),
+        let cases: [GetCase; 7] = [
+            (
+                &[],
+                |_| {},
+                "BadArgs: get command needs one argument as key and an optional \
+              argument as range_end",
+            ),
+            (
+                &["a"],
+                |g| (g.prefix, g.from_key) = (true, true),
+                "BadArgs: `--prefix` and \
+              `--from-key` cannot be set at the same time, choose one",
+            ),
+            (
+                &["a", "b"],
+                |g| g.prefix = true,
+                "BadArgs: too many arguments, only accept one \
+              argument when `--prefix` or `--from-key` is set",
+            ),
             (&["a"], |g| g.consistency = "x".into(), r#"BadFeature: unknown consistency flag "x""#),
             (&["a"], |g| g.order = "up".into(), "BadFeature: bad sort order up"),
             (&["a"], |g| g.sort_by = "foo".into(), "BadFeature: bad sort target foo"),
-            (&["a"], |g| (g.keys_only, g.count_only) = (true, true), "BadArgs: `--keys-only` \
-              and `--count-only` cannot be set at the same time, choose one"),
+            (
+                &["a"],
+                |g| (g.keys_only, g.count_only) = (true, true),
+                "BadArgs: `--keys-only` \
+              and `--count-only` cannot be set at the same time, choose one",
+            ),
         ];
         for (args, tweak, expected) in cases {
             assert_eq!(get(args, tweak), expected);
@@ -313,9 +332,8 @@ mod tests {
     fn delete_requests() {
         let del = |args: &[&str], prefix: bool, from_key: bool| {
             let args = DelArgs { prefix, from_key, prev_kv: true, args: os(args) };
-            delete_request(&args).map(|r| {
-                (String::from_utf8_lossy(&r.key).into_owned(), r.range_end, r.prev_kv)
-            })
+            delete_request(&args)
+                .map(|r| (String::from_utf8_lossy(&r.key).into_owned(), r.range_end, r.prev_kv))
         };
         check(del(&["a"], false, false), r#"("a", [], true)"#);
         check(del(&["a", "c"], false, false), r#"("a", [99], true)"#);

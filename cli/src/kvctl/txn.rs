@@ -72,7 +72,8 @@ fn text(line: &[u8]) -> String {
 
 /// One compare line: `target("key") op "value"`.
 pub fn parse_compare(line: &[u8]) -> Result<Compare, Failure> {
-    let malformed = |detail: String| Failure::invalid_input(format!("malformed comparison: {detail}"));
+    let malformed =
+        |detail: String| Failure::invalid_input(format!("malformed comparison: {detail}"));
     let Some(paren) = line.iter().position(|&byte| byte == b'(') else {
         return Err(malformed(text(line)));
     };
@@ -149,8 +150,8 @@ struct Cursor<'a> {
     position: usize,
 }
 
-impl Cursor<'_> {
-    fn rest(&self) -> &[u8] {
+impl<'a> Cursor<'a> {
+    fn rest(&self) -> &'a [u8] {
         &self.text[self.position..]
     }
 
@@ -258,10 +259,7 @@ fn is_regex_space(byte: u8) -> bool {
 pub fn parse_request(line: &[u8]) -> Result<RequestOp, Failure> {
     let words = argify(line)?;
     if words.len() < 2 {
-        return Err(Failure::invalid_input(format!(
-            "invalid txn compare request: {}",
-            text(line)
-        )));
+        return Err(Failure::invalid_input(format!("invalid txn compare request: {}", text(line))));
     }
     let words = words.into_iter().map(OsString::from_vec);
     let parsed = TxnRequestLine::try_parse_from(words)
@@ -320,7 +318,10 @@ mod tests {
     fn compare_errors_match_etcdctl() {
         let cases = [
             ("nothing", "InvalidInput: malformed comparison: nothing"),
-            (r#"mod(k1) > "0""#, r#"InvalidInput: malformed comparison: mod(k1) > "0"; got mod("")  """#),
+            (
+                r#"mod(k1) > "0""#,
+                r#"InvalidInput: malformed comparison: mod(k1) > "0"; got mod("")  """#,
+            ),
             (
                 r#"mod("k")>"0""#,
                 r#"InvalidInput: malformed comparison: mod("k")>"0"; got mod("k")  """#,
@@ -333,10 +334,7 @@ mod tests {
                 r#"foo("k") = "1""#,
                 r#"InvalidInput: malformed comparison: foo("k") = "1" (unknown target foo)"#,
             ),
-            (
-                r#"mod("k") > "x""#,
-                r#"InvalidInput: invalid txn compare request: mod("k") > "x""#,
-            ),
+            (r#"mod("k") > "x""#, r#"InvalidInput: invalid txn compare request: mod("k") > "x""#),
             (
                 r#"mod("k") >> "1""#,
                 r#"InvalidInput: malformed comparison: mod("k") >> "1" (unknown operator >>)"#,
@@ -409,10 +407,7 @@ mod tests {
             ("bogus k", "InvalidInput: invalid txn request: bogus k"),
             ("get k --bad", "InvalidInput: invalid txn request: get k --bad"),
             ("get k -w json", "InvalidInput: invalid txn request: get k -w json"),
-            (
-                "put k",
-                "BadArgs: put command needs 1 argument and input from stdin or 2 arguments",
-            ),
+            ("put k", "BadArgs: put command needs 1 argument and input from stdin or 2 arguments"),
             (
                 "get k --prefix --from-key",
                 "BadArgs: `--prefix` and `--from-key` cannot be set at the same time, choose one",
@@ -441,7 +436,8 @@ mod tests {
 
     #[test]
     fn sections() {
-        let full = "mod(\"k1\") > \"0\"\nvalue(\"k2\") = \"5\"\n\nput k3 v3\nget k1\n\nput k4 f\n\n";
+        let full =
+            "mod(\"k1\") > \"0\"\nvalue(\"k2\") = \"5\"\n\nput k3 v3\nget k1\n\nput k4 f\n\n";
         check_txn(full, false, "compares=2 success=2 failure=1");
         check_txn(
             full,
@@ -453,7 +449,11 @@ mod tests {
         check_txn("mod(\"k\") = \"0\"\n\n   \n  \n", false, "compares=1 success=0 failure=0");
         check_txn("", false, "InvalidInput: EOF");
         check_txn("mod(\"k\") > \"0\"\n\nput a b", false, "InvalidInput: EOF");
-        check_txn("\n\n", true, "compares:\nsuccess requests (get, put, del):\n\
-             failure requests (get, put, del):\nInvalidInput: EOF");
+        check_txn(
+            "\n\n",
+            true,
+            "compares:\nsuccess requests (get, put, del):\n\
+             failure requests (get, put, del):\nInvalidInput: EOF",
+        );
     }
 }

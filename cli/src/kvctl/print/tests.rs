@@ -46,15 +46,22 @@ fn check(actual: Result<Output, Failure>, expected: &str) {
 }
 
 fn get_foo() -> RangeResponse {
-    RangeResponse { header: header(6), kvs: vec![kv("foo", 2, 3, 2, "bar2")], more: false, count: 1 }
+    RangeResponse {
+        header: header(6),
+        kvs: vec![kv("foo", 2, 3, 2, "bar2")],
+        more: false,
+        count: 1,
+    }
 }
 
 #[test]
 fn get() {
     check(printer(Format::Simple).get(&get_foo(), false), "foo\nbar2\n");
     check(printer(Format::Simple).get(&get_foo(), true), "bar2\n");
-    check(Printer { format: Format::Simple, hex: true }.get(&get_foo(), false),
-        "\\x66\\x6f\\x6f\n\\x62\\x61\\x72\\x32\n");
+    check(
+        Printer { format: Format::Simple, hex: true }.get(&get_foo(), false),
+        "\\x66\\x6f\\x6f\n\\x62\\x61\\x72\\x32\n",
+    );
     check(
         printer(Format::Json).get(&get_foo(), false),
         &format!(
@@ -70,8 +77,10 @@ fn get() {
          \"ModRevision\" : 3\n\"Version\" : 2\n\"Value\" : \"bar2\"\n\"Lease\" : 0\n\
          \"More\" : false\n\"Count\" : 1\n",
     );
-    check(printer(Format::Table).get(&get_foo(), false),
-        "BadFeature: table not supported as output format");
+    check(
+        printer(Format::Table).get(&get_foo(), false),
+        "BadFeature: table not supported as output format",
+    );
     let empty = RangeResponse { header: header(6), ..RangeResponse::default() };
     check(printer(Format::Simple).get(&empty, false), "");
     check(
@@ -406,7 +415,10 @@ fn endpoint_health() {
 
 #[test]
 fn json_strings_escape_as_go_does() {
-    assert_eq!(json::string("a\"b\\c\n\u{1}<>&\u{2028}é"), r#""a\"b\\c\n\u0001\u003c\u003e\u0026\u2028é""#);
+    assert_eq!(
+        json::string("a\"b\\c\n\u{1}<>&\u{2028}é"),
+        r#""a\"b\\c\n\u0001\u003c\u003e\u0026\u2028é""#
+    );
 }
 
 #[test]
