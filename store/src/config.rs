@@ -75,7 +75,9 @@ pub enum ConfigError {
     JoinNotImplemented,
     #[error("--snapshot-count must be at least 1")]
     BadSnapshotCount,
-    #[error("--election-timeout ({election}) must be at least 5 x --heartbeat-interval ({heartbeat})")]
+    #[error(
+        "--election-timeout ({election}) must be at least 5 x --heartbeat-interval ({heartbeat})"
+    )]
     BadTimeouts { heartbeat: u64, election: u64 },
 }
 

@@ -262,7 +262,11 @@ impl Store {
         Ok(client)
     }
 
-    async fn forward(&self, leader: NodeId, request: &Forwarded) -> Result<WriteResponse, StoreError> {
+    async fn forward(
+        &self,
+        leader: NodeId,
+        request: &Forwarded,
+    ) -> Result<WriteResponse, StoreError> {
         let mut client = self.peer(leader)?;
         let message = PeerMessage { payload: bincode::serialize(request).expect("serializable") };
         match client.forward(message).await {
@@ -324,8 +328,10 @@ impl Store {
     async fn remote_read_index(&self, leader: NodeId) -> Result<u64, StoreError> {
         let mut client = self.peer(leader)?;
         match client.read_index(PeerMessage { payload: Vec::new() }).await {
-            Ok(reply) => bincode::deserialize::<Result<u64, StoreError>>(&reply.into_inner().payload)
-                .map_err(|e| StoreError::Internal(format!("undecodable leader reply: {e}")))?,
+            Ok(reply) => {
+                bincode::deserialize::<Result<u64, StoreError>>(&reply.into_inner().payload)
+                    .map_err(|e| StoreError::Internal(format!("undecodable leader reply: {e}")))?
+            }
             Err(status) if is_connect_failure(&status) => Err(StoreError::NotLeader),
             Err(status) => Err(StoreError::Internal(format!("read index: {}", status.message()))),
         }

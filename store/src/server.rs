@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{listen_address, ConfigError, StoreConfig};
-use crate::engine::{Durability, EngineError, KvEngine, Keyspace, MemoryEngine, RocksEngine};
 use crate::engine::WriteBatch;
+use crate::engine::{Durability, EngineError, Keyspace, KvEngine, MemoryEngine, RocksEngine};
 use crate::grpc::{ClusterService, KvService, MaintenanceService};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -76,8 +76,9 @@ impl RunningStore {
 
     /// Waits until ctrl-c or SIGTERM, then shuts down.
     pub async fn run_until_signal(self) {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -148,8 +149,11 @@ fn raft_config(config: &StoreConfig) -> Result<openraft::Config, StartError> {
 pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
     let plan = config.plan()?;
     let engine = open_engine(&config)?;
-    let identity =
-        Identity { name: config.name.clone(), member_id: plan.member_id, cluster_id: plan.cluster_id };
+    let identity = Identity {
+        name: config.name.clone(),
+        member_id: plan.member_id,
+        cluster_id: plan.cluster_id,
+    };
     check_identity(&*engine, identity)?;
     let peer_listeners = bind_all("--listen-peer-urls", &config.listen_peer_urls).await?;
     let client_listeners = bind_all("--listen-client-urls", &config.listen_client_urls).await?;

@@ -103,7 +103,8 @@ async fn restart_keeps_data_and_metrics_are_served() {
     let running = store::start(config("127.0.30.3", Some(dir.path().into()))).await.expect("start");
     running.store.write(put("kept", "yes")).await.expect("put");
     running.shutdown().await;
-    let running = store::start(config("127.0.30.3", Some(dir.path().into()))).await.expect("restart");
+    let running =
+        store::start(config("127.0.30.3", Some(dir.path().into()))).await.expect("restart");
     let request = RangeRequest { key: b"kept".to_vec(), ..Default::default() };
     let response = running.store.range(request, false).await.expect("range");
     assert_eq!(response.kvs[0].value, b"yes");

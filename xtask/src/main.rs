@@ -78,7 +78,9 @@ fn install_packages(packages: &[&str]) -> Result<()> {
     }
     let list = missing.join(" ");
     if !is_root() {
-        bail!("missing system packages; run: sudo apt-get update && sudo apt-get install -y {list}");
+        bail!(
+            "missing system packages; run: sudo apt-get update && sudo apt-get install -y {list}"
+        );
     }
     eprintln!("xtask: installing {list}");
     run(Command::new("apt-get").arg("update").arg("-q"))?;

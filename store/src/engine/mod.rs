@@ -72,10 +72,21 @@ pub enum Durability {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchOp {
-    Put { keyspace: Keyspace, key: Vec<u8>, value: Vec<u8> },
-    Delete { keyspace: Keyspace, key: Vec<u8> },
+    Put {
+        keyspace: Keyspace,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        keyspace: Keyspace,
+        key: Vec<u8>,
+    },
     /// Deletes every key in `[start, end)`.
-    DeleteRange { keyspace: Keyspace, start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        keyspace: Keyspace,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// Writes applied atomically: all or none survive a crash.

@@ -110,7 +110,9 @@ fn compare(c: pb::Compare) -> Result<mvcc::Compare, String> {
         (CompareTarget::Value, None) => mvcc::CompareTarget::Value(Vec::new()),
         (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => mvcc::CompareTarget::Lease(v),
         (CompareTarget::Lease, None) => mvcc::CompareTarget::Lease(0),
-        (target, Some(_)) => return Err(format!("compare target {target:?} has a mismatched value")),
+        (target, Some(_)) => {
+            return Err(format!("compare target {target:?} has a mismatched value"))
+        }
     };
     Ok(mvcc::Compare { result, target, key: c.key, range_end: c.range_end })
 }

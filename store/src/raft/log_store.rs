@@ -11,7 +11,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogId, RaftLogReader, Vote};
 
 use super::{decode, encode, read_error, write_error, LogId, NodeId, StorageError, TypeConfig};
-use crate::engine::{Durability, KvEngine, Keyspace, WriteBatch};
+use crate::engine::{Durability, Keyspace, KvEngine, WriteBatch};
 use crate::metrics::Metrics;
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -58,8 +58,8 @@ impl LogStore {
             engine.write(batch, durability)
         })
         .await
-            .expect("engine write task panicked")
-            .map_err(|e| write_error(&e))
+        .expect("engine write task panicked")
+        .map_err(|e| write_error(&e))
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
@@ -144,14 +144,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put(Keyspace::RaftLog, index_key(entry.get_log_id().index).to_vec(), encode(&entry));
+            batch.put(
+                Keyspace::RaftLog,
+                index_key(entry.get_log_id().index).to_vec(),
+                encode(&entry),
+            );
         }
         let result = self.write(batch, Durability::Sync).await;
         match &result {
@@ -163,7 +171,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        batch.delete_range(Keyspace::RaftLog, index_key(log_id.index).to_vec(), index_key(u64::MAX).to_vec());
+        batch.delete_range(
+            Keyspace::RaftLog,
+            index_key(log_id.index).to_vec(),
+            index_key(u64::MAX).to_vec(),
+        );
         batch.delete(Keyspace::RaftLog, index_key(u64::MAX).to_vec());
         self.write(batch, Durability::Sync).await
     }
@@ -171,7 +183,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.put(Keyspace::RaftState, KEY_LAST_PURGED.to_vec(), encode(&log_id));
-        batch.delete_range(Keyspace::RaftLog, index_key(0).to_vec(), index_key(log_id.index + 1).to_vec());
+        batch.delete_range(
+            Keyspace::RaftLog,
+            index_key(0).to_vec(),
+            index_key(log_id.index + 1).to_vec(),
+        );
         self.write(batch, Durability::Sync).await
     }
 }

@@ -17,12 +17,12 @@ use openraft::{
 };
 
 use super::{
-    decode, encode, read_error, write_error, LogId, MemberAttributes, MemberNode, NodeId,
-    Proposal, ProposalResult, StorageError, TypeConfig,
+    decode, encode, read_error, write_error, LogId, MemberAttributes, MemberNode, NodeId, Proposal,
+    ProposalResult, StorageError, TypeConfig,
 };
-use crate::engine::{Durability, KvEngine, KvRead, Keyspace, WriteBatch};
-use crate::metrics::Metrics;
 use crate::engine::EngineError;
+use crate::engine::{Durability, Keyspace, KvEngine, KvRead, WriteBatch};
+use crate::metrics::Metrics;
 use crate::mvcc::{self, MvccError, Overlay};
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -121,7 +121,8 @@ impl StateMachine {
             return Ok(None);
         }
         let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))
+            std::fs::read(p)
+                .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))
         };
         let meta = decode(&read(&meta_path)?, "snapshot metadata");
         Ok(Some(StoredSnapshot { meta, data: Arc::new(read(&data_path)?) }))
@@ -223,8 +224,11 @@ fn dump_state_machine(view: &dyn KvRead) -> Result<Vec<u8>, StorageError> {
     Ok(out)
 }
 
+/// One key-value pair of a state-machine dump.
+type SnapshotRecord<'a> = (Keyspace, &'a [u8], &'a [u8]);
+
 /// Parses a snapshot received from the leader; malformed input is an error, not a panic.
-fn parse_dump(data: &[u8]) -> Result<Vec<(Keyspace, &[u8], &[u8])>, String> {
+fn parse_dump(data: &[u8]) -> Result<Vec<SnapshotRecord<'_>>, String> {
     let rest = data.strip_prefix(&SNAPSHOT_MAGIC[..]).ok_or("snapshot has a bad magic")?;
     let mut records = Vec::new();
     let mut at = 0usize;
@@ -283,7 +287,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand::random::<u32>()),
             None => format!("0-0-{}", rand::random::<u32>()),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let meta =
+            SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: Arc::new(data) };
         self.save_snapshot_file(&stored)?;
         let snapshot = Box::new(Cursor::new(stored.data.to_vec()));
@@ -348,9 +353,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let current = self.current_snapshot.lock().expect("snapshot lock").clone();
-        Ok(current.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data.to_vec())),
-        }))
+        Ok(current
+            .map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data.to_vec())) }))
     }
 }
