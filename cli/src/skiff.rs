@@ -8,7 +8,8 @@ use store::config::ClusterState;
 use store::StoreConfig;
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "Skiff: a small Kubernetes and its etcd-compatible store")]
+/// Skiff: a small Kubernetes and its etcd-compatible store.
+#[command(name = "skiff", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +75,9 @@ struct StoreFlags {
 impl StoreFlags {
     fn into_config(self) -> anyhow::Result<StoreConfig> {
         if self.cert_file.is_some() || self.key_file.is_some() || self.trusted_ca_file.is_some() {
-            anyhow::bail!("TLS (--cert-file, --key-file, --trusted-ca-file) is not implemented yet");
+            anyhow::bail!(
+                "TLS (--cert-file, --key-file, --trusted-ca-file) is not implemented yet"
+            );
         }
         let initial_cluster = self.initial_cluster.unwrap_or_else(|| {
             let urls = &self.initial_advertise_peer_urls;

@@ -174,5 +174,6 @@ async fn etcdctl_prints_the_same_for_skiff_as_for_etcd() {
         }
     }
     assert_eq!(expected.len(), actual.len());
-    assert!(differences.is_empty(), "{} differences:\n{}", differences.len(), differences.join("\n"));
+    let count = differences.len();
+    assert!(differences.is_empty(), "{count} differences:\n{}", differences.join("\n"));
 }

@@ -213,7 +213,8 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
     };
     let publisher = store.clone();
     running.tasks.push(tokio::spawn(async move { publisher.publish_attributes(attributes).await }));
-    tracing::info!(member = %format!("{:x}", plan.member_id), name = %config.name, "store member started");
+    let member = format!("{:x}", plan.member_id);
+    tracing::info!(%member, name = %config.name, "store member started");
     Ok(running)
 }
 
