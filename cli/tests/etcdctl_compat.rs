@@ -144,12 +144,12 @@ fn run(cluster: &Cluster, step: &Step) -> String {
 async fn transcript(cluster: &Cluster, prefix: &str) -> Vec<String> {
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let mut lines = Vec::new();
+    let any_member = regex::Regex::new(r"IP\d").expect("valid regex");
     for step in script() {
         let mut text = normalize(&run(cluster, &step), prefix);
         if matches!(step.args.first().map(String::as_str), Some("member" | "endpoint")) {
             // Rows come ordered by member id (or by reply), ids and the leader differ between
             // clusters: compare them as a set of rows, whoever they are about.
-            let any_member = regex::Regex::new(r"IP\d").expect("valid regex");
             let text_any = any_member.replace_all(&text, "IP").into_owned();
             let mut rows: Vec<&str> = text_any.lines().collect();
             rows.sort();

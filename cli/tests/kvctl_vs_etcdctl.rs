@@ -160,11 +160,11 @@ fn client_command(etcdctl: &Path, ports: Ports, kvctl: bool, step: &Step) -> Com
 struct Step {
     args: Vec<OsString>,
     stdin: &'static str,
-    timed: bool,
+    unrepeatable: bool,
 }
 
 fn step(args: &[&str]) -> Step {
-    Step { args: args.iter().map(OsString::from).collect(), stdin: "", timed: false }
+    Step { args: args.iter().map(OsString::from).collect(), stdin: "", unrepeatable: false }
 }
 
 impl Step {
@@ -173,8 +173,9 @@ impl Step {
         self
     }
 
-    fn timed(mut self) -> Step {
-        self.timed = true;
+    /// The output shows health-check durations or the database size; see `mask_unrepeatable`.
+    fn unrepeatable(mut self) -> Step {
+        self.unrepeatable = true;
         self
     }
 
@@ -319,19 +320,19 @@ fn compaction_and_cluster(ports: Ports) -> Vec<Step> {
         step(&["member", "list", "-w", "table"]),
         step(&["member", "list", "-w", "fields"]),
         step(&["member", "list", "-w", "protobuf"]),
-        step(&["endpoint", "status"]),
-        step(&["endpoint", "status", "-w", "json"]),
-        step(&["endpoint", "status", "-w", "table"]),
-        step(&["endpoint", "status", "-w", "fields"]),
+        step(&["endpoint", "status"]).unrepeatable(),
+        step(&["endpoint", "status", "-w", "json"]).unrepeatable(),
+        step(&["endpoint", "status", "-w", "table"]).unrepeatable(),
+        step(&["endpoint", "status", "-w", "fields"]).unrepeatable(),
         step(&["endpoint", "status", "-w", "protobuf"]),
-        step(&["endpoint", "status", "--cluster", "-w", "table"]),
-        step(&["endpoint", "health"]).timed(),
-        step(&["endpoint", "health", "-w", "json"]).timed(),
-        step(&["endpoint", "health", "-w", "table"]).timed(),
-        step(&["endpoint", "health", "-w", "fields"]).timed(),
-        step(&["--command-timeout=1s", &dead_and_alive, "endpoint", "status"]),
+        step(&["endpoint", "status", "--cluster", "-w", "table"]).unrepeatable(),
+        step(&["endpoint", "health"]).unrepeatable(),
+        step(&["endpoint", "health", "-w", "json"]).unrepeatable(),
+        step(&["endpoint", "health", "-w", "table"]).unrepeatable(),
+        step(&["endpoint", "health", "-w", "fields"]).unrepeatable(),
+        step(&["--command-timeout=1s", &dead_and_alive, "endpoint", "status"]).unrepeatable(),
         step(&["--command-timeout=1s", &dead_and_alive, "endpoint", "health", "-w", "json"])
-            .timed(),
+            .unrepeatable(),
         step(&["--command-timeout=1s", "--endpoints=127.0.0.1:1", "get", "foo"]),
         step(&["get", "--prefix", "", "-w", "json"]),
     ]
@@ -363,32 +364,41 @@ fn run(mut command: Command, step: &Step) -> Outcome {
         stderr,
         status: output.status.code(),
     };
-    if step.timed {
-        outcome.stdout = mask_durations(&outcome.stdout);
-        outcome.stderr = mask_durations(&outcome.stderr);
+    if step.unrepeatable {
+        outcome.stdout = mask_unrepeatable(&outcome.stdout);
+        outcome.stderr = mask_unrepeatable(&outcome.stderr);
     }
     outcome
 }
 
-/// Replaces Go duration strings (`1.2ms`, `850µs`, `5.0006s`) and then collapses the runs of
-/// spaces and dashes whose length depends on them in tables.
-fn mask_durations(text: &str) -> String {
+/// Masks what etcd does not reproduce from run to run: Go duration strings (`1.2ms`,
+/// `850µs`, `5.0006s`) and the database file's size (`"dbSize":24576`, `25 kB`), which depends
+/// on when bbolt happened to commit. Then collapses the runs of spaces and dashes whose length
+/// depends on them in tables.
+fn mask_unrepeatable(text: &str) -> String {
+    const SIZE_KEYS: [&str; 3] = ["\"dbSize\":", "\"dbSizeInUse\":", "\"DBSize\" : "];
+    const SIZE_UNITS: [&str; 3] = [" kB", " MB", " GB"];
+    let is_number =
+        |token: &str| !token.is_empty() && token.chars().all(|c| c.is_ascii_digit() || c == '.');
     let is_duration = |token: &str| {
-        let digits = token.trim_end_matches(|c: char| c.is_alphabetic() || c == 'µ');
-        let unit = &token[digits.len()..];
-        !digits.is_empty()
-            && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
-            && ["ns", "µs", "ms", "s"].contains(&unit)
+        let number = token.trim_end_matches(|c: char| c.is_alphabetic() || c == 'µ');
+        is_number(number) && ["ns", "µs", "ms", "s"].contains(&&token[number.len()..])
     };
     let mut masked = String::new();
-    let mut token = String::new();
-    for c in text.chars().chain(std::iter::once('\0')) {
+    let mut token_start = None;
+    for (index, c) in text.char_indices().chain(std::iter::once((text.len(), '\0'))) {
         if c.is_alphanumeric() || c == '.' || c == 'µ' {
-            token.push(c);
+            token_start.get_or_insert(index);
             continue;
         }
-        masked.push_str(if is_duration(&token) { "<took>" } else { &token });
-        token.clear();
+        let token = token_start.take().map_or("", |start| &text[start..index]);
+        let sized = SIZE_KEYS.iter().any(|key| masked.ends_with(key))
+            || SIZE_UNITS.iter().any(|unit| text[index..].starts_with(unit));
+        masked.push_str(match token {
+            token if is_duration(token) => "<took>",
+            token if is_number(token) && sized => "<size>",
+            token => token,
+        });
         if c != '\0' && !(matches!(c, ' ' | '-') && masked.ends_with(c)) {
             masked.push(c);
         }
@@ -428,13 +438,27 @@ fn kvctl_prints_what_etcdctl_prints() {
 }
 
 #[test]
-fn masking_keeps_everything_but_durations() {
-    assert_eq!(
-        mask_durations("| 127.0.0.1:2379 |   true | 934.537µs |       |\n"),
-        "| 127.0.0.1:2379 | true | <took> | |\n"
-    );
-    assert_eq!(
-        mask_durations("[{\"endpoint\":\"a:1\",\"took\":\"5.000635485s\",\"error\":\"x 2s\"}]"),
-        "[{\"endpoint\":\"a:1\",\"took\":\"<took>\",\"error\":\"x <took>\"}]"
-    );
+fn masking_keeps_everything_but_durations_and_sizes() {
+    let cases = [
+        (
+            "| 127.0.0.1:2379 |   true | 934.537µs |       |\n",
+            "| 127.0.0.1:2379 | true | <took> | |\n",
+        ),
+        (
+            "[{\"endpoint\":\"a:1\",\"took\":\"5.000635485s\",\"error\":\"x 2s\"}]",
+            "[{\"endpoint\":\"a:1\",\"took\":\"<took>\",\"error\":\"x <took>\"}]",
+        ),
+        (
+            "a:1, 5627ea7a6419d01a, 3.4.23, 29 kB, true, false, 2, 33, 33, \n",
+            "a:1, 5627ea7a6419d01a, 3.4.23, <size> kB, true, false, 2, 33, 33, \n",
+        ),
+        (
+            "{\"dbSize\":28672,\"leader\":62,\"raftIndex\":33,\"dbSizeInUse\":20480}",
+            "{\"dbSize\":<size>,\"leader\":62,\"raftIndex\":33,\"dbSizeInUse\":<size>}",
+        ),
+        ("\"DBSize\" : 24576\n\"Leader\" : 62\n", "\"DBSize\" : <size>\n\"Leader\" : 62\n"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(mask_unrepeatable(text), expected);
+    }
 }

@@ -100,8 +100,7 @@ impl Cluster {
     pub fn spawn(&mut self, i: usize) {
         assert!(self.members[i].child.is_none(), "member {i} is already running");
         let m = &self.members[i];
-        let log = std::fs::File::create(format!("{}.log", m.data_dir.display()))
-            .expect("log file");
+        let log = std::fs::File::create(format!("{}.log", m.data_dir.display())).expect("log file");
         let mut command = match self.server {
             Server::Skiff => {
                 let mut command = Command::new(skiff_binary());
