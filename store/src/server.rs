@@ -61,16 +61,34 @@ pub struct RunningStore {
     raft: Raft,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    engine: std::sync::Weak<dyn KvEngine>,
 }
 
 impl RunningStore {
-    /// Stops serving and shuts Raft down; returns when every task has ended.
+    /// Stops serving and shuts Raft down; returns when every task has ended and the storage
+    /// is closed, so the data directory can be opened again at once.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.raft.shutdown().await;
-        for task in self.tasks {
-            task.abort();
-            let _ = task.await;
+        let RunningStore { store, raft, stop, tasks, engine, .. } = self;
+        drop(store);
+        let _ = stop.send(true);
+        let _ = raft.shutdown().await;
+        drop(raft);
+        // Servers close their connections gracefully (GOAWAY) when told to stop; whatever has
+        // not ended by the deadline is aborted.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        // Connections still closing and blocking reads in flight hold the engine briefly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.strong_count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if engine.strong_count() > 0 {
+            tracing::warn!("storage still in use 10 s after shutdown");
         }
     }
 
@@ -187,6 +205,7 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
         raft: raft.clone(),
         stop,
         tasks: vec![proposer],
+        engine: Arc::downgrade(&engine),
     };
     for listener in peer_listeners {
         running.tasks.push(tokio::spawn(serve_peer(listener, store.clone(), stopped.clone())));

@@ -51,6 +51,7 @@ async fn embedded_handle_follows_etcd_revisions() {
     assert_eq!(compacted, Err(StoreError::Mvcc(MvccError::Compacted)));
     let future = store.range(RangeRequest { revision: 99, ..request }, false).await;
     assert_eq!(future, Err(StoreError::Mvcc(MvccError::FutureRevision)));
+    drop(store);
     running.shutdown().await;
 }
 
@@ -94,6 +95,8 @@ async fn grpc_errors_carry_etcds_codes_and_messages() {
     let all = pb::RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
     let response = client.range(all).await.expect("range").into_inner();
     assert_eq!((response.count, response.header.expect("header").revision), (0, 1));
+    // An open client connection would hold the member's storage until it closes.
+    drop(client);
     running.shutdown().await;
 }
 
