@@ -37,7 +37,11 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Cargo sets this for `cargo run` too; reading it at run time (not `env!`) keeps the root
+    // right when several checkouts share one target directory and its uplifted xtask binary.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
