@@ -133,8 +133,8 @@ fn apply_put(
         value: value.clone(),
         lease,
     };
-    ctx.events.push(Event::Put(kv));
-    let prev_kv = if req.prev_kv { previous } else { None };
+    let prev_kv = if req.prev_kv { previous.clone() } else { None };
+    ctx.events.push(Event::put(kv, previous));
     Ok(PutResponse { header_revision: 0, prev_kv })
 }
 
@@ -147,13 +147,14 @@ fn apply_delete(
         return Err(MvccError::EmptyKey);
     }
     let doomed =
-        live_keys(o, &req.key, &req.range_end, ctx.read_revision(), usize::MAX, req.prev_kv)?;
+        // Values always: the events carry the deleted versions for watchers asking prev_kv.
+        live_keys(o, &req.key, &req.range_end, ctx.read_revision(), usize::MAX, true)?;
     for kv in &doomed.kvs {
         let revision = ctx.next_revision();
         write_version(o, &kv.key, revision, Version::Tombstone);
         let tombstone =
             KeyValue { key: kv.key.clone(), mod_revision: revision.main, ..KeyValue::default() };
-        ctx.events.push(Event::Delete(tombstone));
+        ctx.events.push(Event::delete(tombstone, Some(kv.clone())));
     }
     let deleted = i64::try_from(doomed.kvs.len()).expect("deleted count fits i64");
     let prev_kvs = if req.prev_kv { doomed.kvs } else { Vec::new() };

@@ -15,6 +15,7 @@ pub fn events(
     start_revision: i64,
     end_revision: i64,
     events_max: usize,
+    with_prev_kv: bool,
 ) -> Result<Vec<Event>, MvccError> {
     if start_revision < compacted_revision(r)? {
         return Err(MvccError::Compacted);
@@ -53,7 +54,14 @@ pub fn events(
     }
     written
         .into_iter()
-        .map(|(revision, tombstone, key)| event(r, revision, tombstone, key))
+        .map(|(revision, tombstone, key)| {
+            let mut event = event(r, revision, tombstone, key)?;
+            if with_prev_kv {
+                event.prev_kv =
+                    super::read::live_version(r, &event.kv.key, Some(revision.main - 1))?;
+            }
+            Ok(event)
+        })
         .collect()
 }
 
@@ -64,11 +72,8 @@ fn event(
     key: Vec<u8>,
 ) -> Result<Event, MvccError> {
     if tombstone {
-        return Ok(Event::Delete(KeyValue {
-            key,
-            mod_revision: revision.main,
-            ..KeyValue::default()
-        }));
+        let tombstone = KeyValue { key, mod_revision: revision.main, ..KeyValue::default() };
+        return Ok(Event::delete(tombstone, None));
     }
     let index_key = keys::index_key(&keys::encode_user_key(&key), revision);
     let record = r.get(Keyspace::KvIndex, &index_key)?.ok_or_else(|| {
@@ -76,14 +81,15 @@ fn event(
     })?;
     match keys::decode_record(&record)? {
         (RecordHeader::Put { create_revision, version, lease }, value) => {
-            Ok(Event::Put(KeyValue {
+            let kv = KeyValue {
                 key,
                 create_revision,
                 mod_revision: revision.main,
                 version,
                 value: value.to_vec(),
                 lease,
-            }))
+            };
+            Ok(Event::put(kv, None))
         }
         (RecordHeader::Tombstone, _) => Err(MvccError::Corrupt(format!(
             "revision log says put, index says tombstone at {revision:?}"

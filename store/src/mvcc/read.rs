@@ -158,7 +158,7 @@ pub(crate) fn latest(r: &dyn KvRead, key: &[u8]) -> Result<Option<KeyValue>, Mvc
 
 /// The newest version of `key` with `main <= at` (no `at`: any), if it is live. One bounded
 /// reverse seek, however long the key's history.
-fn live_version(
+pub(crate) fn live_version(
     r: &dyn KvRead,
     key: &[u8],
     at: Option<i64>,

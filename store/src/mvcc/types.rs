@@ -177,10 +177,28 @@ pub enum WriteResponse {
     Compaction(CompactionResponse),
 }
 
-/// What happened to a key at one revision (the raw material of watch events, issue 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    /// `kv` is the tombstone: key and mod_revision set, everything else zero.
+    Delete,
+}
+
+/// What happened to a key at one revision: the raw material of watch events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Event {
-    Put(KeyValue),
-    /// The tombstone: key and mod_revision set, everything else zero.
-    Delete(KeyValue),
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    /// The key's version just before this event, if it had one (and it was asked for).
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl Event {
+    pub fn put(kv: KeyValue, prev_kv: Option<KeyValue>) -> Event {
+        Event { kind: EventKind::Put, kv, prev_kv }
+    }
+
+    pub fn delete(tombstone: KeyValue, prev_kv: Option<KeyValue>) -> Event {
+        Event { kind: EventKind::Delete, kv: tombstone, prev_kv }
+    }
 }

@@ -60,6 +60,6 @@ fn history_survives_reopen() {
     assert_eq!(store.get("a"), None);
     assert_eq!(store.put("a", "3"), 6);
     assert_eq!(store.get("a"), Some(kv("a", "3", 6, 6, 1)));
-    let replayed = events(&store.engine, 3, 10, 100).unwrap();
+    let replayed = events(&store.engine, 3, 10, 100, false).unwrap();
     assert_eq!(replayed.len(), 4);
 }

@@ -139,7 +139,7 @@ fn branches_apply_and_share_one_revision() {
             }),
         ]
     );
-    assert_eq!(events, vec![Event::Put(kv("f1", "1", 7, 7, 1))]);
+    assert_eq!(events, vec![Event::put(kv("f1", "1", 7, 7, 1), None)]);
 
     let succeeded = store.txn(txn(2)).unwrap();
     assert!(succeeded.succeeded);
@@ -220,7 +220,10 @@ fn nested_txns_share_the_revision_and_compare_before_the_txn() {
     assert_eq!((read.header_revision, read.kvs.clone()), (7, vec![kv("new", "1", 7, 7, 1)]));
     assert_eq!(
         events,
-        vec![Event::Put(kv("new", "1", 7, 7, 1)), Event::Put(kv("inner", "then", 7, 7, 1)),]
+        vec![
+            Event::put(kv("new", "1", 7, 7, 1), None),
+            Event::put(kv("inner", "then", 7, 7, 1), None),
+        ]
     );
     assert_eq!(store.current(), 7);
 }

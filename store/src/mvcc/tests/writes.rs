@@ -91,9 +91,12 @@ fn delete_range_reports_prev_kvs_and_one_revision() {
         prev_kvs: vec![kv("b", "b", 3, 3, 1), kv("c", "c", 4, 4, 1)],
     };
     assert_eq!(response, WriteResponse::DeleteRange(expected));
-    let tombstone =
-        |key: &str| Event::Delete(KeyValue { key: b(key), mod_revision: 6, ..KeyValue::default() });
-    assert_eq!(events, vec![tombstone("b"), tombstone("c")]);
+    let tombstone = |key: &str, prev: KeyValue| {
+        Event::delete(KeyValue { key: b(key), mod_revision: 6, ..KeyValue::default() }, Some(prev))
+    };
+    let expected =
+        vec![tombstone("b", kv("b", "b", 3, 3, 1)), tombstone("c", kv("c", "c", 4, 4, 1))];
+    assert_eq!(events, expected);
     assert_eq!(render(store.range(&range_req("\0", "\0"))), "a=a d=d count=2");
     assert_eq!(store.delete("a", "\0"), 2);
     assert_eq!(render(store.range(&range_req("\0", "\0"))), "count=0");
@@ -106,7 +109,7 @@ fn put_events_and_prev_kv() {
     let (response, events) = store.write(WriteRequest::Put(req.clone())).unwrap();
     let expected = PutResponse { header_revision: 2, prev_kv: None };
     assert_eq!(response, WriteResponse::Put(expected));
-    assert_eq!(events, vec![Event::Put(KeyValue { lease: 7, ..kv("a", "1", 2, 2, 1) })]);
+    assert_eq!(events, vec![Event::put(KeyValue { lease: 7, ..kv("a", "1", 2, 2, 1) }, None)]);
     let (response, _) = store.write(WriteRequest::Put(put("a", "2"))).unwrap();
     assert_eq!(response, WriteResponse::Put(PutResponse { header_revision: 3, prev_kv: None }));
     let (response, _) = store.write(WriteRequest::Put(req)).unwrap();
