@@ -15,6 +15,7 @@ mod peer;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod watch;
 
 pub use config::StoreConfig;
 pub use error::StoreError;

@@ -50,3 +50,18 @@ const _: () = assert!(
     PEER_MESSAGE_BYTES_MAX as u64
         > APPEND_ENTRIES_LEN_MAX * PROPOSAL_BATCH_BYTES_MAX as u64 * 5 / 4
 );
+
+/// How often the watch syncer looks at unsynced watchers even without a nudge.
+pub const WATCH_SYNC_INTERVAL_MS: u64 = 100;
+/// Events read from history for one unsynced watcher per catch-up round.
+pub const WATCH_CATCHUP_EVENTS_MAX: usize = 1000;
+/// Notifications buffered per watch stream (embedded watcher or gRPC stream) before its
+/// watchers are moved to the unsynced set.
+pub const WATCH_STREAM_BUFFER_LEN: usize = 128;
+/// Watchers one gRPC watch stream may hold.
+pub const WATCHERS_PER_STREAM_MAX: usize = 4096;
+/// Interval of progress notifications for watchers that asked for them (etcd: 10 minutes).
+pub const WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 600_000;
+/// A watch response larger than this is split into fragments when the watcher allows it.
+pub const WATCH_RESPONSE_BYTES_MAX: usize = REQUEST_BYTES_MAX;
+const _: () = assert!(WATCH_CATCHUP_EVENTS_MAX >= 1 && WATCH_STREAM_BUFFER_LEN >= 2);

@@ -23,6 +23,7 @@ use crate::proto::peer::PeerMessage;
 use crate::raft::{
     MemberAttributes, MemberNode, NodeId, Proposal, ProposalResult, Raft, StateMachineHandle,
 };
+use crate::watch::{Notification, WatchHub, WatchSpec, WatcherId};
 
 /// etcd's response header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,6 +80,26 @@ struct Inner {
     peers: Mutex<HashMap<NodeId, PeerClient<Channel>>>,
 }
 
+/// An embedded watch: notifications for one watcher, cancelled when dropped.
+pub struct Watch {
+    pub id: WatcherId,
+    receiver: mpsc::Receiver<Notification>,
+    hub: Arc<WatchHub>,
+}
+
+impl Watch {
+    /// The next notification; `None` once the member shut down.
+    pub async fn next(&mut self) -> Option<Notification> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.hub.cancel(self.id);
+    }
+}
+
 /// A cheap-to-clone handle on one store member.
 #[derive(Clone)]
 pub struct Store {
@@ -121,6 +142,22 @@ impl Store {
 
     pub(crate) fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// Watches keys from this member's applied state (see [`crate::watch`]).
+    pub fn watch(&self, spec: WatchSpec) -> Watch {
+        let (sender, receiver) = mpsc::channel(limits::WATCH_STREAM_BUFFER_LEN);
+        let hub = self.inner.state.watch_hub.clone();
+        let id = hub.watch(spec, sender);
+        Watch { id, receiver, hub }
+    }
+
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.inner.state.watch_hub
+    }
+
+    pub fn has_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader.is_some()
     }
 
     pub fn header(&self, revision: i64) -> Header {

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::config::{listen_address, ConfigError, StoreConfig};
 use crate::engine::WriteBatch;
 use crate::engine::{Durability, EngineError, Keyspace, KvEngine, MemoryEngine, RocksEngine};
-use crate::grpc::{ClusterService, KvService, MaintenanceService};
+use crate::grpc::{ClusterService, KvService, MaintenanceService, WatchService};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::Store;
@@ -19,6 +19,7 @@ use crate::peer::PeerService;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::peer::peer_server::PeerServer;
 use crate::raft::{LogStore, MemberAttributes, PeerNetworkFactory, Raft, StateMachine};
 
@@ -225,6 +226,7 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
         running.tasks.push(tokio::spawn(serve_metrics(listener, metrics.clone(), stopped.clone())));
     }
     running.tasks.push(tokio::spawn(track_raft_metrics(store.clone())));
+    running.tasks.push(tokio::spawn(store.watch_hub().clone().run_syncer()));
     let attributes = MemberAttributes {
         id: plan.member_id,
         name: config.name.clone(),
@@ -271,10 +273,14 @@ async fn serve_client(listener: TcpListener, store: Store, stopped: watch::Recei
         .max_encoding_message_size(limits::GRPC_SEND_BYTES_MAX);
     let cluster = ClusterServer::new(ClusterService::new(store.clone()));
     let maintenance = MaintenanceServer::new(MaintenanceService::new(store.clone()));
+    let watch = WatchServer::new(WatchService::new(store.clone()))
+        .max_decoding_message_size(limits::GRPC_RECV_BYTES_MAX)
+        .max_encoding_message_size(limits::GRPC_SEND_BYTES_MAX);
     let routes = tonic::service::Routes::from(metrics_router(store.metrics().clone()))
         .add_service(kv)
         .add_service(cluster)
-        .add_service(maintenance);
+        .add_service(maintenance)
+        .add_service(watch);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let served = tonic::transport::Server::builder()
         .accept_http1(true)

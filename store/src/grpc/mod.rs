@@ -9,6 +9,7 @@ mod convert;
 mod kv;
 mod maintenance;
 pub mod status;
+mod watch;
 
 use std::future::Future;
 use std::time::Instant;
@@ -16,6 +17,7 @@ use std::time::Instant;
 pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use maintenance::MaintenanceService;
+pub use watch::WatchService;
 
 use crate::metrics::Metrics;
 

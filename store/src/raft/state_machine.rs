@@ -23,7 +23,8 @@ use super::{
 use crate::engine::EngineError;
 use crate::engine::{Durability, Keyspace, KvEngine, KvRead, WriteBatch};
 use crate::metrics::Metrics;
-use crate::mvcc::{self, MvccError, Overlay};
+use crate::mvcc::{self, Event, MvccError, Overlay};
+use crate::watch::WatchHub;
 
 type Entry = openraft::Entry<TypeConfig>;
 type Membership = StoredMembership<NodeId, MemberNode>;
@@ -57,6 +58,8 @@ pub struct StateMachine {
     current_snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     /// Told the revision after each applied batch (readers wait on it).
     applied: Arc<tokio::sync::watch::Sender<AppliedState>>,
+    /// Told the events of each applied batch, once they are in the engine.
+    watch_hub: Arc<WatchHub>,
 }
 
 /// What readers need to know about the applied state.
@@ -71,6 +74,7 @@ pub struct AppliedState {
 pub struct StateMachineHandle {
     pub engine: Arc<dyn KvEngine>,
     pub applied: tokio::sync::watch::Receiver<AppliedState>,
+    pub watch_hub: Arc<WatchHub>,
 }
 
 impl StateMachineHandle {
@@ -98,7 +102,9 @@ impl StateMachine {
             .map_err(|e| read_error(&crate::engine::EngineError::Backend(e.to_string())))?;
         let applied = AppliedState { log_index: last_applied.map_or(0, |l| l.index), revision };
         let (sender, _) = tokio::sync::watch::channel(applied);
+        let watch_hub = Arc::new(WatchHub::new(engine.clone(), revision));
         let machine = StateMachine {
+            watch_hub,
             engine,
             metrics,
             snapshot_dir,
@@ -111,7 +117,11 @@ impl StateMachine {
     }
 
     pub fn handle(&self) -> StateMachineHandle {
-        StateMachineHandle { engine: self.engine.clone(), applied: self.applied.subscribe() }
+        StateMachineHandle {
+            engine: self.engine.clone(),
+            applied: self.applied.subscribe(),
+            watch_hub: self.watch_hub.clone(),
+        }
     }
 
     fn load_snapshot_file(&self) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -159,8 +169,9 @@ fn apply_entries(
     engine: &dyn KvEngine,
     entries: Vec<Entry>,
     commit_seconds: &prometheus::Histogram,
-) -> Result<(Vec<ProposalResult>, AppliedState), StorageError> {
+) -> Result<(Vec<ProposalResult>, AppliedState, Vec<Event>), StorageError> {
     let (mut last_applied, mut membership) = read_applied(engine)?;
+    let mut events = Vec::new();
     let mut overlay = Overlay::new(engine);
     let mut results = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -175,7 +186,10 @@ fn apply_entries(
             EntryPayload::Blank => {}
             EntryPayload::Normal(Proposal::Kv(requests)) => {
                 for request in &requests {
-                    let response = mvcc::apply(&mut overlay, request).map(|(response, _)| response);
+                    let response = mvcc::apply(&mut overlay, request).map(|(response, applied)| {
+                        events.extend(applied);
+                        response
+                    });
                     // A storage fault is this member's, not the request's: answering it as a
                     // result would let replicas diverge, so the apply fails instead.
                     if let Err(MvccError::Engine(_) | MvccError::Corrupt(_)) = &response {
@@ -203,7 +217,7 @@ fn apply_entries(
     let _timer = commit_seconds.start_timer();
     engine.write(batch, Durability::Buffered).map_err(|e| write_error(&e))?;
     let log_index = last_applied.map_or(0, |l| l.index);
-    Ok((results, AppliedState { log_index, revision }))
+    Ok((results, AppliedState { log_index, revision }, events))
 }
 
 /// Serializes the state-machine keyspaces of one consistent engine view:
@@ -312,11 +326,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let engine = self.engine.clone();
         let commit_seconds = self.metrics.backend_commit_duration_seconds.clone();
-        let (results, applied) =
+        let (results, applied, events) =
             tokio::task::spawn_blocking(move || apply_entries(&*engine, entries, &commit_seconds))
                 .await
                 .expect("apply task panicked")?;
         self.applied.send_replace(applied);
+        self.watch_hub.publish(&events, applied.revision);
         Ok(results)
     }
 
@@ -345,6 +360,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| read_error(&crate::engine::EngineError::Backend(e.to_string())))?;
         let log_index = last_applied.map_or(0, |l| l.index);
         self.applied.send_replace(AppliedState { log_index, revision });
+        self.watch_hub.reset_after_snapshot(revision);
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot_file(&stored)?;
         *self.current_snapshot.lock().expect("snapshot lock") = Some(stored);
