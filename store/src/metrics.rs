@@ -20,6 +20,9 @@ pub struct Metrics {
     pub backend_commit_duration_seconds: Histogram,
     pub db_total_size_in_bytes: IntGauge,
     pub current_revision: IntGauge,
+    pub watchers: IntGauge,
+    pub slow_watchers: IntGauge,
+    pub watchers_moved_to_unsynced_total: IntCounter,
     pub grpc_requests_total: IntCounterVec,
     pub grpc_request_duration_seconds: HistogramVec,
 }
@@ -85,6 +88,12 @@ impl Metrics {
             ),
             db_total_size_in_bytes: gauge("db_total_size_in_bytes", "Storage size in bytes"),
             current_revision: gauge("mvcc_current_revision", "Current MVCC revision"),
+            watchers: gauge("watchers", "Watchers on this member"),
+            slow_watchers: gauge("slow_watchers", "Watchers catching up from history"),
+            watchers_moved_to_unsynced_total: counter(
+                "watchers_moved_to_unsynced_total",
+                "Watchers whose stream was full and were moved to catch up from history",
+            ),
             grpc_requests_total,
             grpc_request_duration_seconds,
             registry,

@@ -227,3 +227,14 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
     *end.last_mut().expect("non-empty prefix") += 1;
     end
 }
+
+/// A minimal HTTP/1.1 GET (enough for /metrics).
+pub async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}

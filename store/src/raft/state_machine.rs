@@ -102,7 +102,7 @@ impl StateMachine {
             .map_err(|e| read_error(&crate::engine::EngineError::Backend(e.to_string())))?;
         let applied = AppliedState { log_index: last_applied.map_or(0, |l| l.index), revision };
         let (sender, _) = tokio::sync::watch::channel(applied);
-        let watch_hub = Arc::new(WatchHub::new(engine.clone(), revision));
+        let watch_hub = Arc::new(WatchHub::new(engine.clone(), revision, metrics.clone()));
         let machine = StateMachine {
             watch_hub,
             engine,

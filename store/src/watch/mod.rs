@@ -22,6 +22,7 @@ pub use matcher::WatchSpec;
 
 use crate::engine::KvEngine;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::mvcc::{self, Event, MvccError};
 
 /// A hub-wide watcher id (a gRPC stream maps its clients' watch ids onto these).
@@ -57,16 +58,22 @@ pub struct WatchHub {
     state: Mutex<HubState>,
     engine: Arc<dyn KvEngine>,
     unsynced_added: Notify,
+    metrics: Metrics,
 }
 
 impl WatchHub {
-    pub fn new(engine: Arc<dyn KvEngine>, current_revision: i64) -> WatchHub {
+    pub fn new(engine: Arc<dyn KvEngine>, current_revision: i64, metrics: Metrics) -> WatchHub {
         let state = HubState { current_revision, ..HubState::default() };
-        WatchHub { state: Mutex::new(state), engine, unsynced_added: Notify::new() }
+        WatchHub { state: Mutex::new(state), engine, unsynced_added: Notify::new(), metrics }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().expect("watch hub lock")
+    }
+
+    fn update_gauges(&self, state: &HubState) {
+        self.metrics.watchers.set((state.synced.len() + state.unsynced.len()) as i64);
+        self.metrics.slow_watchers.set(state.unsynced.len() as i64);
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -96,6 +103,7 @@ impl WatchHub {
             state.unsynced.insert(id, watcher);
             self.unsynced_added.notify_one();
         }
+        self.update_gauges(&state);
         id
     }
 
@@ -107,7 +115,9 @@ impl WatchHub {
     /// Forgets a watcher; nothing more is sent for it.
     pub fn cancel(&self, id: WatcherId) -> bool {
         let mut state = self.lock();
-        state.synced.remove(&id).is_some() || state.unsynced.remove(&id).is_some()
+        let removed = state.synced.remove(&id).is_some() || state.unsynced.remove(&id).is_some();
+        self.update_gauges(&state);
+        removed
     }
 
     /// Called by the state machine after the events of revisions up to `revision` are durable
@@ -142,9 +152,11 @@ impl WatchHub {
         for id in slow {
             let watcher = state.synced.remove(&id).expect("listed above");
             if !watcher.sender.is_closed() {
+                self.metrics.watchers_moved_to_unsynced_total.inc();
                 state.unsynced.insert(id, watcher);
             }
         }
+        self.update_gauges(&state);
         if !state.unsynced.is_empty() {
             self.unsynced_added.notify_one();
         }
@@ -222,6 +234,7 @@ impl WatchHub {
                 // Cancelled either way; a full stream learns it when it reads the cancel.
                 let _ = watcher.sender.try_send(message);
                 state.unsynced.remove(&id);
+                self.update_gauges(&state);
                 return;
             }
             Err(error) => {
@@ -253,6 +266,7 @@ impl WatchHub {
         if complete && state.current_revision == current {
             let watcher = state.unsynced.remove(&id).expect("present");
             state.synced.insert(id, watcher);
+            self.update_gauges(&state);
         } else {
             self.unsynced_added.notify_one();
         }

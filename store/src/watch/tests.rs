@@ -17,7 +17,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let engine: Arc<dyn KvEngine> = Arc::new(MemoryEngine::new());
-        let hub = WatchHub::new(engine.clone(), 1);
+        let hub = WatchHub::new(engine.clone(), 1, crate::metrics::Metrics::new());
         Fixture { engine, hub }
     }
 
