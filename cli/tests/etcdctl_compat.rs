@@ -18,12 +18,19 @@ struct Step {
     /// Which member (by index) the command is sent to, spreading load over leader and
     /// followers; `ALL` sends it to every member.
     member: usize,
+    /// For commands that run until stopped (`watch`): stop after this many stdout lines.
+    stop_after_lines: Option<usize>,
 }
 
 const ALL: usize = usize::MAX;
 
 fn step(member: usize, args: &str) -> Step {
-    Step { args: args.split_whitespace().map(String::from).collect(), stdin: None, member }
+    let args = args.split_whitespace().map(String::from).collect();
+    Step { args, stdin: None, member, stop_after_lines: None }
+}
+
+fn step_watch(member: usize, args: &str, lines: usize) -> Step {
+    Step { stop_after_lines: Some(lines), ..step(member, args) }
 }
 
 fn step_stdin(member: usize, args: &str, stdin: &[u8]) -> Step {
@@ -69,8 +76,13 @@ fn script() -> Vec<Step> {
         step_stdin(2, "txn -w json", b"ver(\"zoo\") = \"2\"\n\nput zoo z4\n\n\n"),
         step_stdin(0, "txn -w json", b"create(\"zoo\") < \"3\"\n\n\nget zoo\n\n"),
         step(1, "get zoo -w json"),
+        step_watch(2, "watch foo --prefix --rev 1", 15),
+        step_watch(0, "watch foo --prefix --rev 2 --prev-kv", 18),
+        step_watch(1, "watch zoo --rev 1 -w json", 4),
+        step_watch(2, "watch a --prefix --rev 1 --prev-kv -w json", 2),
         step(2, "compaction 5"),
         step(0, "get zoo --rev 3"),
+        step(1, "watch zoo --rev 3"),
         step(1, "get zoo --rev 5"),
         step(2, "get zoo --rev 1000"),
         step(0, "compaction 4"),
@@ -112,6 +124,28 @@ fn normalize(output: &str, prefix: &str) -> String {
     text
 }
 
+/// Lets a long-running etcdctl print `lines` lines (or 20 s pass), then stops it; returns
+/// what it printed.
+fn read_lines_then_stop(child: &mut std::process::Child, lines: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while seen.iter().filter(|b| **b == b'\n').count() < lines {
+            match stdout.read(&mut byte) {
+                Ok(1) => seen.push(byte[0]),
+                _ => break,
+            }
+        }
+        let _ = sender.send(seen);
+    });
+    let seen = receiver.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let _ = child.kill();
+    seen
+}
+
 fn run(cluster: &Cluster, step: &Step) -> String {
     let endpoint = match step.member {
         ALL => cluster.endpoints().join(","),
@@ -131,13 +165,17 @@ fn run(cluster: &Cluster, step: &Step) -> String {
         stdin.write_all(input).expect("write stdin");
     }
     drop(stdin);
+    let stopped = step.stop_after_lines.map(|lines| read_lines_then_stop(&mut child, lines));
     let output = child.wait_with_output().expect("etcdctl ran");
+    let (stdout, exit) = match stopped {
+        Some(seen) => (seen, "stopped".to_string()),
+        None => (output.stdout, output.status.code().unwrap_or(-1).to_string()),
+    };
     format!(
-        "$ etcdctl {}\n{}{}exit: {}\n",
+        "$ etcdctl {}\n{}{}exit: {exit}\n",
         step.args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&stdout),
         String::from_utf8_lossy(&output.stderr),
-        output.status.code().unwrap_or(-1)
     )
 }
 
