@@ -71,8 +71,6 @@ pub enum ConfigError {
          for {name:?}"
     )]
     PeerUrlMismatch { name: String, advertised: Vec<String>, listed: Vec<String> },
-    #[error("--initial-cluster-state existing (joining a running cluster) is not implemented yet")]
-    JoinNotImplemented,
     #[error("--snapshot-count must be at least 1")]
     BadSnapshotCount,
     #[error(
@@ -161,9 +159,6 @@ impl StoreConfig {
                 election: self.election_timeout_ms,
             });
         }
-        if self.initial_cluster_state == ClusterState::Existing {
-            return Err(ConfigError::JoinNotImplemented);
-        }
         let listed = self.parse_initial_cluster()?;
         let ours = listed
             .get(&self.name)
@@ -184,10 +179,10 @@ impl StoreConfig {
                 (member_id(urls, token), MemberNode { name: name.clone(), peer_urls: urls.clone() })
             })
             .collect();
-        let ids: Vec<u8> = members.keys().flat_map(|id| id.to_be_bytes()).collect();
+        // From the token alone, so a member joining later derives the same id as the founders.
         Ok(ClusterPlan {
             member_id: member_id(ours, token),
-            cluster_id: fnv1a(&[&ids, token.as_bytes()]),
+            cluster_id: fnv1a(&[b"cluster", token.as_bytes()]),
             members,
         })
     }
@@ -254,7 +249,6 @@ mod tests {
         check(&|c| c.listen_client_urls = vec!["http://localhost:1".into()], "IP address");
         check(&|c| c.listen_peer_urls = vec!["http://127.0.0.1".into()], "no port");
         check(&|c| c.initial_advertise_peer_urls = vec!["http://127.0.0.1:9".into()], "match");
-        check(&|c| c.initial_cluster_state = ClusterState::Existing, "not implemented");
         check(&|c| c.snapshot_count = 0, "--snapshot-count");
         check(&|c| c.election_timeout_ms = 100, "--election-timeout");
     }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lease::LeaseError;
 use crate::mvcc::MvccError;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -11,6 +12,12 @@ pub enum StoreError {
     /// The request was rejected by the data model (compacted, future revision, bad txn...).
     #[error(transparent)]
     Mvcc(#[from] MvccError),
+    /// A lease request was refused (unknown lease, duplicate id, TTL too large).
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// A membership change was refused (unknown member, duplicate URLs, not a learner...).
+    #[error(transparent)]
+    Membership(#[from] crate::membership::MembershipError),
     #[error("request is too large")]
     RequestTooLarge,
     #[error("too many requests")]

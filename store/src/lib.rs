@@ -3,11 +3,15 @@
 //! Start a member with [`server::start`]; use it in-process through the [`Store`] handle, or
 //! over the network with any etcd v3 client.
 
+pub mod backup;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod lease;
 pub mod limits;
+pub mod maintenance;
+pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;

@@ -62,6 +62,9 @@ pub struct MemberInfo {
 pub(crate) enum Forwarded {
     Kv(WriteRequest),
     Publish(MemberAttributes),
+    /// Served by `serve_forwarded_lease` (see `crate::lease`), never proposed as a write.
+    Lease(crate::lease::LeaseRequest),
+    Member(crate::membership::MemberChange),
 }
 
 struct Pending {
@@ -142,6 +145,10 @@ impl Store {
 
     pub(crate) fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    pub(crate) fn state(&self) -> &StateMachineHandle {
+        &self.inner.state
     }
 
     /// Watches keys from this member's applied state (see [`crate::watch`]).
@@ -266,7 +273,28 @@ impl Store {
                     Err(error) => Err(StoreError::Internal(error.to_string())),
                 }
             }
+            Forwarded::Lease(_) => {
+                Err(StoreError::Internal("a lease request is not a write".into()))
+            }
+            Forwarded::Member(change) => {
+                self.change_members_on_leader(change.clone()).await?;
+                Ok(WriteResponse::Compaction(Default::default()))
+            }
         }
+    }
+
+    /// Runs a membership change on the leader, wherever it is.
+    pub(crate) async fn route_member_change(
+        &self,
+        change: crate::membership::MemberChange,
+    ) -> Result<(), StoreError> {
+        // Two configuration changes (joint, then final) per step, each a Raft round.
+        let deadline = Instant::now() + Duration::from_millis(2 * limits::REQUEST_TIMEOUT_MS);
+        let routed = self.route_write(Forwarded::Member(change), deadline);
+        tokio::time::timeout_at(deadline, routed)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map(|_| ())
     }
 
     /// Serves a follower's forwarded write on the leader.
@@ -299,17 +327,18 @@ impl Store {
         Ok(client)
     }
 
-    async fn forward(
+    /// Sends a request to the leader; `R` is what the leader answers for this kind of request.
+    pub(crate) async fn forward<R: serde::de::DeserializeOwned>(
         &self,
         leader: NodeId,
         request: &Forwarded,
-    ) -> Result<WriteResponse, StoreError> {
+    ) -> Result<R, StoreError> {
         let mut client = self.peer(leader)?;
         let message = PeerMessage { payload: bincode::serialize(request).expect("serializable") };
         match client.forward(message).await {
             Ok(reply) => {
                 let payload = reply.into_inner().payload;
-                bincode::deserialize::<Result<WriteResponse, StoreError>>(&payload)
+                bincode::deserialize::<Result<R, StoreError>>(&payload)
                     .map_err(|e| StoreError::Internal(format!("undecodable leader reply: {e}")))?
             }
             // Refused before anything was sent: the leader never saw it; safe to try again.
@@ -318,7 +347,7 @@ impl Store {
         }
     }
 
-    async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, StoreError> {
+    pub(crate) async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, StoreError> {
         let mut metrics = self.inner.raft.metrics();
         let waited = tokio::time::timeout_at(deadline, async {
             metrics.wait_for(|m| m.current_leader.is_some()).await.map(|m| m.current_leader)
@@ -510,7 +539,7 @@ fn deliver(
 ) {
     match outcome {
         Ok(Ok(response)) => {
-            let ProposalResult { responses } = response.data;
+            let ProposalResult { responses, .. } = response.data;
             assert_eq!(responses.len(), replies.len(), "one result per batched request");
             for (reply, result) in replies.into_iter().zip(responses) {
                 let _ = reply.send(result.map_err(StoreError::from));

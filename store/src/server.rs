@@ -8,9 +8,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{listen_address, ConfigError, StoreConfig};
+use crate::config::{listen_address, ClusterState, ConfigError, StoreConfig};
 use crate::engine::WriteBatch;
 use crate::engine::{Durability, EngineError, Keyspace, KvEngine, MemoryEngine, RocksEngine};
+use crate::grpc::LeaseService;
 use crate::grpc::{ClusterService, KvService, MaintenanceService, WatchService};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -18,6 +19,7 @@ use crate::node::Store;
 use crate::peer::PeerService;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::peer::peer_server::PeerServer;
@@ -45,10 +47,10 @@ pub enum StartError {
 
 /// Who a data directory belongs to, written on first start and checked on every start.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Identity {
-    name: String,
-    member_id: u64,
-    cluster_id: u64,
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
 }
 
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -116,7 +118,9 @@ fn open_engine(config: &StoreConfig) -> Result<Arc<dyn KvEngine>, StartError> {
     Ok(Arc::new(RocksEngine::open(&dir.join("db"))?))
 }
 
-fn check_identity(engine: &dyn KvEngine, expected: Identity) -> Result<(), StartError> {
+/// Checks the data directory belongs to `expected`, recording it there on first start (or on
+/// restore from a backup).
+pub(crate) fn check_identity(engine: &dyn KvEngine, expected: Identity) -> Result<(), StartError> {
     if let Some(bytes) = engine.get(Keyspace::RaftState, KEY_IDENTITY)? {
         let found: Identity = bincode::deserialize(&bytes)
             .unwrap_or_else(|e| panic!("corrupt member identity in data directory: {e}"));
@@ -213,8 +217,9 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
     }
     // Every member of a new cluster initializes with the same membership; openraft accepts
     // identical initial configurations, and a restarted member is already initialized.
+    // A member joining a running cluster (`existing`) waits to be contacted by its leader.
     let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
-    if !initialized {
+    if !initialized && config.initial_cluster_state == ClusterState::New {
         if let Err(error) = raft.initialize(plan.members.clone()).await {
             tracing::info!(%error, "initialize skipped");
         }
@@ -226,6 +231,7 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
         running.tasks.push(tokio::spawn(serve_metrics(listener, metrics.clone(), stopped.clone())));
     }
     running.tasks.push(tokio::spawn(track_raft_metrics(store.clone())));
+    running.tasks.push(tokio::spawn(crate::lease::run_lease_driver(store.clone())));
     running.tasks.push(tokio::spawn(store.watch_hub().clone().run_syncer()));
     let attributes = MemberAttributes {
         id: plan.member_id,
@@ -272,12 +278,14 @@ async fn serve_client(listener: TcpListener, store: Store, stopped: watch::Recei
         .max_decoding_message_size(limits::GRPC_RECV_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_SEND_BYTES_MAX);
     let cluster = ClusterServer::new(ClusterService::new(store.clone()));
+    let lease = LeaseServer::new(LeaseService::new(store.clone()));
     let maintenance = MaintenanceServer::new(MaintenanceService::new(store.clone()));
     let watch = WatchServer::new(WatchService::new(store.clone()))
         .max_decoding_message_size(limits::GRPC_RECV_BYTES_MAX)
         .max_encoding_message_size(limits::GRPC_SEND_BYTES_MAX);
     let routes = tonic::service::Routes::from(metrics_router(store.metrics().clone()))
         .add_service(kv)
+        .add_service(lease)
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch);

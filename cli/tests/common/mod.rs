@@ -17,6 +17,8 @@ pub struct Member {
     pub ip: String,
     pub data_dir: PathBuf,
     child: Option<Child>,
+    /// Added to a running cluster (`--initial-cluster-state existing`).
+    joined: bool,
 }
 
 impl Member {
@@ -77,6 +79,7 @@ impl Cluster {
                 ip: format!("{prefix}.{i}"),
                 data_dir: dir.path().join(format!("m{i}")),
                 child: None,
+                joined: false,
             })
             .collect();
         let initial_cluster = members
@@ -118,12 +121,31 @@ impl Cluster {
             .args(["--listen-peer-urls", &m.peer_url()])
             .args(["--initial-advertise-peer-urls", &m.peer_url()])
             .args(["--initial-cluster", &self.initial_cluster])
+            .args(if m.joined { &["--initial-cluster-state", "existing"][..] } else { &[] })
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn skiff store");
         self.members[i].child = Some(child);
+    }
+
+    /// Describes one more member (next address after the last) that joins the running
+    /// cluster; add it with `member add` first, then `spawn` it. Returns its index.
+    pub fn plan_member(&mut self) -> usize {
+        let last = self.members.last().expect("a cluster has members");
+        let (prefix, _) = last.ip.rsplit_once('.').expect("dotted address");
+        let i = self.members.len() + 1;
+        let member = Member {
+            name: format!("m{i}"),
+            ip: format!("{prefix}.{i}"),
+            data_dir: self._dir.path().join(format!("m{i}")),
+            child: None,
+            joined: true,
+        };
+        self.initial_cluster.push_str(&format!(",{}={}", member.name, member.peer_url()));
+        self.members.push(member);
+        self.members.len() - 1
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -4,7 +4,11 @@
 use tonic::{Code, Status};
 
 use crate::error::StoreError;
+use crate::lease::LeaseError;
+use crate::membership::MembershipError;
 use crate::mvcc::MvccError;
+
+const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
 
 pub fn to_status(error: &StoreError) -> Status {
     let (code, message): (Code, &str) = match error {
@@ -25,7 +29,32 @@ pub fn to_status(error: &StoreError) -> Status {
             MvccError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
             MvccError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
             MvccError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
+            MvccError::LeaseNotFound => LEASE_NOT_FOUND,
             other => return Status::internal(format!("etcdserver: {other}")),
+        },
+        StoreError::Lease(lease) => match lease {
+            LeaseError::NotFound => LEASE_NOT_FOUND,
+            LeaseError::Exists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+            LeaseError::TtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
+        },
+        StoreError::Membership(change) => match change {
+            MembershipError::MemberExists => {
+                (Code::FailedPrecondition, "etcdserver: member ID already exist")
+            }
+            MembershipError::PeerUrlExists => {
+                (Code::FailedPrecondition, "etcdserver: Peer URLs already exists")
+            }
+            MembershipError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+            MembershipError::NotLearner => {
+                (Code::FailedPrecondition, "etcdserver: can only promote a learner member")
+            }
+            MembershipError::LearnerNotReady => (
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
+            MembershipError::BadUrls => {
+                (Code::InvalidArgument, "etcdserver: given member URLs are invalid")
+            }
         },
         StoreError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         StoreError::TooManyRequests => (Code::ResourceExhausted, "etcdserver: too many requests"),

@@ -1,0 +1,100 @@
+//! Membership changes on a running three-member cluster: a learner joins, catches up, is
+//! promoted; the leader is removed and the cluster carries on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get, kv, put, Cluster};
+use store::proto::etcdserverpb as pb;
+use store::proto::etcdserverpb::cluster_client::ClusterClient;
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn cluster_client(url: &str) -> ClusterClient<tonic::transport::Channel> {
+    ClusterClient::new(common::connect(url).await.expect("connect"))
+}
+
+async fn wait_until_serves(url: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = common::connect(url).await {
+            let mut client = pb::kv_client::KvClient::new(channel);
+            let request = pb::RangeRequest { serializable: true, ..get(key) };
+            if let Ok(response) = client.range(request).await {
+                if !response.into_inner().kvs.is_empty() {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never served {key}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_joins_is_promoted_and_the_leader_can_be_removed() {
+    let mut cluster = Cluster::start("127.0.18", 3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let leader_url = cluster.members[leader].client_url();
+    let mut client = kv(&leader_url).await;
+    for n in 0..50 {
+        client.put(put(&format!("before/{n}"), "v")).await.expect("put");
+    }
+    // Added through a follower, which forwards the change to the leader.
+    let joiner = cluster.plan_member();
+    let follower_url = cluster.members[(leader + 1) % 3].client_url();
+    let mut members = cluster_client(&follower_url).await;
+    let added = members
+        .member_add(pb::MemberAddRequest {
+            peer_ur_ls: vec![cluster.members[joiner].peer_url()],
+            is_learner: true,
+        })
+        .await
+        .expect("member add")
+        .into_inner();
+    let new_id = added.member.expect("added member").id;
+    assert_eq!(added.members.len(), 4);
+    assert!(added.members.iter().any(|m| m.id == new_id && m.is_learner));
+    let again = members
+        .member_add(pb::MemberAddRequest {
+            peer_ur_ls: vec![cluster.members[joiner].peer_url()],
+            is_learner: true,
+        })
+        .await
+        .expect_err("duplicate");
+    assert_eq!(again.message(), "etcdserver: member ID already exist");
+    cluster.spawn(joiner);
+    wait_until_serves(&cluster.members[joiner].client_url(), "before/49").await;
+    let promoted = members
+        .member_promote(pb::MemberPromoteRequest { id: new_id })
+        .await
+        .expect("promote")
+        .into_inner();
+    assert!(promoted.members.iter().all(|m| !m.is_learner), "{promoted:?}");
+    let twice = members.member_promote(pb::MemberPromoteRequest { id: new_id }).await;
+    assert_eq!(
+        twice.expect_err("not a learner").message(),
+        "etcdserver: can only promote a learner member"
+    );
+
+    // Remove the leader itself; the others elect a new one and keep serving.
+    let leader_id = common::status(&leader_url).await.expect("status").header.expect("h").member_id;
+    let mut leader_members = cluster_client(&leader_url).await;
+    let remaining = leader_members
+        .member_remove(pb::MemberRemoveRequest { id: leader_id })
+        .await
+        .unwrap_or_else(|e| panic!("remove leader: {e}\n{}", cluster.log_of(leader)))
+        .into_inner();
+    assert_eq!(remaining.members.len(), 3);
+    assert!(remaining.members.iter().all(|m| m.id != leader_id));
+    cluster.kill(leader);
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    assert_ne!(new_leader, leader);
+    let mut client = kv(&cluster.members[joiner].client_url()).await;
+    client.put(put("after", "yes")).await.expect("write after removing the leader");
+    let response = client.range(get("after")).await.expect("read").into_inner();
+    assert_eq!(response.kvs.len(), 1);
+    let unknown = members.member_remove(pb::MemberRemoveRequest { id: leader_id }).await;
+    assert_eq!(unknown.expect_err("gone").message(), "etcdserver: member not found");
+}
