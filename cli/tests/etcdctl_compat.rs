@@ -20,13 +20,26 @@ struct Step {
     member: usize,
     /// For commands that run until stopped (`watch`): stop after this many stdout lines.
     stop_after_lines: Option<usize>,
+    /// Repeat the command (a `get`) until it prints nothing: waiting for a lease to expire.
+    until_empty: bool,
 }
 
 const ALL: usize = usize::MAX;
+/// Stands for the id of the lease granted last (etcdctl prints ids in hex).
+const LEASE: &str = "LEASE";
+/// Stands for a file in the cluster's temporary directory (`snapshot save`).
+const SNAPSHOT: &str = "SNAPSHOT";
+const SNAPSHOT_FILE: &str = "snapshot.db";
+/// How long a lease of the minimum TTL may take to expire, on a loaded machine.
+const EXPIRY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn step(member: usize, args: &str) -> Step {
     let args = args.split_whitespace().map(String::from).collect();
-    Step { args, stdin: None, member, stop_after_lines: None }
+    Step { args, stdin: None, member, stop_after_lines: None, until_empty: false }
+}
+
+fn step_until_empty(member: usize, args: &str) -> Step {
+    Step { until_empty: true, ..step(member, args) }
 }
 
 fn step_watch(member: usize, args: &str, lines: usize) -> Step {
@@ -96,6 +109,41 @@ fn script() -> Vec<Step> {
         step(2, "member list -w table"),
         step(ALL, "endpoint status -w table"),
         step(ALL, "endpoint status"),
+        // Maintenance: hashes differ between etcd and Skiff by construction (normalized);
+        // errors, revisions, compact revisions and the rest of the output must not.
+        step(ALL, "endpoint hashkv"),
+        step(ALL, "endpoint hashkv -w json"),
+        step(0, "endpoint hashkv --rev 3"),
+        step(1, "endpoint hashkv --rev 100000"),
+        step(ALL, "defrag"),
+        step(2, "snapshot save SNAPSHOT"),
+        step(0, "alarm list"),
+        step(1, "alarm list -w json"),
+        // Leases: grant, attach, inspect, keep alive, revoke, expire.
+        step(0, "lease grant 60"),
+        step(1, "put lk1 v --lease=LEASE"),
+        step(2, "lease timetolive LEASE"),
+        step(0, "lease timetolive LEASE --keys"),
+        step(1, "lease timetolive LEASE --keys -w json"),
+        step(2, "lease keep-alive --once LEASE"),
+        step(0, "lease keep-alive --once 1234"),
+        step(1, "lease list"),
+        step(2, "lease list -w json"),
+        step(0, "put lk2 v --lease=1234"),
+        step(1, "get lk1 -w json"),
+        step(2, "lease revoke LEASE"),
+        step(0, "lease revoke LEASE"),
+        step(1, "lease timetolive LEASE"),
+        step(2, "get lk --prefix"),
+        step(0, "lease grant 1"),
+        step(1, "put lk3 v --lease=LEASE"),
+        step(2, "put lk4 v --lease=LEASE"),
+        step_until_empty(0, "get lk --prefix"),
+        step(1, "lease timetolive LEASE"),
+        step(2, "get lk --prefix -w json"),
+        step(0, "lease grant 9000000001"),
+        step(1, "lease timetolive 1234 -w json"),
+        step(2, "lease list"),
     ]
 }
 
@@ -103,8 +151,17 @@ fn script() -> Vec<Step> {
 fn normalize(output: &str, prefix: &str) -> String {
     let rules = [
         (r#""(cluster_id|member_id|raft_term|ID|leader|raftTerm)":\d+"#, r#""$1":N"#),
+        // Lease ids are random; remaining TTLs depend on timing (-1, "expired", is kept).
+        (r#""(id|lease)":\d{8,}"#, r#""$1":N"#),
+        (r#""ttl":\d+"#, r#""ttl":N"#),
+        (r"remaining\(\d+s\)", "remaining(Ns)"),
         (r"\b[0-9a-f]{14,16}\b", "ID"),
         (r"took = [0-9.]+[µmn]?s", "took = T"),
+        // HashKV values (the history hash is defined over each store's own layout).
+        (r"^(\S+:2379), \d+$", "$1, HASH"),
+        (r#""hash":\d+"#, r#""hash":HASH"#),
+        // The snapshot file lives in the cluster's temporary directory.
+        (r"\S*/\.tmp\w+/", "TMP/"),
         (r"\| +[0-9.]+ [kMG]?B +\|", "| SIZE |"),
         (r"\| +(\d+) +\| +(\d+) +\| +(\d+) +\| +\|$", "| TERM | INDEX | APPLIED | |"),
         (r"\| +(3\.4\.\d+) +\|", "| VERSION |"),
@@ -113,9 +170,9 @@ fn normalize(output: &str, prefix: &str) -> String {
             ", S, $1, $2, T, I, A, ",
         ),
     ];
-    // etcdctl's client logs its retries with timestamps and random client ids.
-    let kept: Vec<&str> =
-        output.lines().filter(|l| !l.starts_with("{\"level\":\"warn\"")).collect();
+    // etcdctl's client logs its retries (and `snapshot save` its steps) with timestamps and
+    // random client ids.
+    let kept: Vec<&str> = output.lines().filter(|l| !l.starts_with("{\"level\":")).collect();
     let mut text = kept.join("\n").replace(prefix, "IP");
     for (pattern, replacement) in rules {
         let re = regex::Regex::new(pattern).expect("valid regex");
@@ -146,15 +203,34 @@ fn read_lines_then_stop(child: &mut std::process::Child, lines: usize) -> Vec<u8
     seen
 }
 
-fn run(cluster: &Cluster, step: &Step) -> String {
+fn run(cluster: &Cluster, step: &Step, lease: &str) -> String {
+    if !step.until_empty {
+        return run_once(cluster, step, lease).0;
+    }
+    let deadline = std::time::Instant::now() + EXPIRY_TIMEOUT;
+    loop {
+        let (text, stdout_empty) = run_once(cluster, step, lease);
+        if stdout_empty || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs one etcdctl command; returns its transcript and whether it printed nothing.
+fn run_once(cluster: &Cluster, step: &Step, lease: &str) -> (String, bool) {
     let endpoint = match step.member {
         ALL => cluster.endpoints().join(","),
         member => cluster.members[member].endpoint(),
     };
+    let snapshot = cluster.members[0].data_dir.with_file_name(SNAPSHOT_FILE);
+    let snapshot = snapshot.to_str().expect("utf-8 temporary path");
+    let args: Vec<String> =
+        step.args.iter().map(|a| a.replace(LEASE, lease).replace(SNAPSHOT, snapshot)).collect();
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
-        .args(&step.args)
+        .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -171,21 +247,32 @@ fn run(cluster: &Cluster, step: &Step) -> String {
         Some(seen) => (seen, "stopped".to_string()),
         None => (output.stdout, output.status.code().unwrap_or(-1).to_string()),
     };
-    format!(
+    let text = format!(
         "$ etcdctl {}\n{}{}exit: {exit}\n",
-        step.args.join(" "),
+        args.join(" "),
         String::from_utf8_lossy(&stdout),
         String::from_utf8_lossy(&output.stderr),
-    )
+    );
+    (text, stdout.is_empty())
 }
 
 async fn transcript(cluster: &Cluster, prefix: &str) -> Vec<String> {
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let mut lines = Vec::new();
     let any_member = regex::Regex::new(r"IP\d").expect("valid regex");
+    let granted = regex::Regex::new(r"lease ([0-9a-f]+) granted with").expect("valid regex");
+    let mut lease = String::new();
     for step in script() {
-        let mut text = normalize(&run(cluster, &step), prefix);
-        if matches!(step.args.first().map(String::as_str), Some("member" | "endpoint")) {
+        let raw = run(cluster, &step, &lease);
+        if let Some(captures) = granted.captures(&raw) {
+            lease = captures[1].to_string();
+        }
+        let mut text = normalize(&raw, prefix);
+        // etcd lists leases in map order: compare the rows as a set.
+        let lease_list = step.args.iter().take(2).eq(["lease", "list"].iter());
+        if lease_list
+            || matches!(step.args.first().map(String::as_str), Some("member" | "endpoint"))
+        {
             // Rows come ordered by member id (or by reply), ids and the leader differ between
             // clusters: compare them as a set of rows, whoever they are about.
             let text_any = any_member.replace_all(&text, "IP").into_owned();

@@ -199,7 +199,32 @@ fn script(ports: Ports) -> Vec<Step> {
     steps.extend(refusals());
     steps.extend(deletes_and_transactions());
     steps.extend(compaction_and_cluster(ports));
+    steps.extend(leases());
     steps
+}
+
+/// Lease commands whose output does not depend on a granted lease's id (etcd's ids are
+/// time-based, so two runs never share them): errors, unknown leases, the empty list.
+fn leases() -> Vec<Step> {
+    vec![
+        step(&["lease", "list"]),
+        step(&["lease", "list", "-w", "json"]),
+        step(&["lease", "list", "-w", "fields"]),
+        step(&["lease", "list", "-w", "table"]),
+        step(&["lease", "timetolive", "1234"]),
+        step(&["lease", "timetolive", "1234", "--keys", "-w", "json"]),
+        step(&["lease", "timetolive", "1234", "-w", "fields"]),
+        step(&["lease", "revoke", "1234"]),
+        step(&["lease", "keep-alive", "--once", "1234"]),
+        step(&["lease", "keep-alive", "1234"]),
+        step(&["put", "k", "v", "--lease", "1234"]),
+        step(&["lease", "grant"]),
+        step(&["lease", "grant", "x"]),
+        step(&["lease", "grant", "9000000001"]),
+        step(&["lease", "revoke", "zz"]),
+        step(&["lease", "timetolive"]),
+        step(&["lease", "keep-alive"]),
+    ]
 }
 
 fn writes_and_reads(ports: Ports) -> Vec<Step> {

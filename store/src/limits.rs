@@ -65,3 +65,24 @@ pub const WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 600_000;
 /// A watch response larger than this is split into fragments when the watcher allows it.
 pub const WATCH_RESPONSE_BYTES_MAX: usize = REQUEST_BYTES_MAX;
 const _: () = assert!(WATCH_CATCHUP_EVENTS_MAX >= 1 && WATCH_STREAM_BUFFER_LEN >= 2);
+
+/// How often the leader looks for expired leases (etcd: 500 ms).
+pub const LEASE_EXPIRY_TICK_MS: u64 = 500;
+/// Revokes of expired leases the leader starts per tick, and has in flight at once (etcd
+/// revokes at most 1000 leases a second).
+pub const LEASE_REVOKES_PER_TICK_MAX: usize = 500;
+/// An expired lease whose revoke did not land is handed out again after this (etcd: 3 s).
+pub const LEASE_REVOKE_RETRY_MS: u64 = 3_000;
+/// Keep-alive responses buffered per gRPC keep-alive stream.
+pub const LEASE_KEEP_ALIVE_STREAM_BUFFER_LEN: usize = 16;
+const _: () = assert!(LEASE_EXPIRY_TICK_MS < LEASE_REVOKE_RETRY_MS);
+
+/// Bytes of backup data per `Maintenance.Snapshot` response message (etcd sends 32 KiB).
+pub const BACKUP_STREAM_CHUNK_BYTES: usize = 32 * 1024;
+/// A backup stream's length before its trailing sha256 is a multiple of this (etcdctl 3.4's
+/// `snapshot save` checks `length % 512 == 32`).
+pub const BACKUP_ALIGNMENT_BYTES: usize = 512;
+const _: () = assert!(BACKUP_STREAM_CHUNK_BYTES < GRPC_SEND_BYTES_MAX);
+const _: () = assert!(BACKUP_STREAM_CHUNK_BYTES.is_multiple_of(BACKUP_ALIGNMENT_BYTES));
+/// Bytes of restored entries written per engine batch while restoring a backup.
+pub const RESTORE_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;

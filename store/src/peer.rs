@@ -58,8 +58,10 @@ impl Peer for PeerService {
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let forwarded: Forwarded = decode(request)?;
-        reply(&self.store.serve_forwarded(forwarded).await)
+        match decode(request)? {
+            Forwarded::Lease(lease) => reply(&self.store.serve_forwarded_lease(lease).await),
+            forwarded => reply(&self.store.serve_forwarded(forwarded).await),
+        }
     }
 
     async fn read_index(

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use super::golang;
+use super::maintenance::{DefragArgs, HashKvArgs, MoveLeaderArgs};
+use super::snapshot::SnapshotCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,6 +71,16 @@ pub enum Command {
     /// Membership related commands
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Defragments the storage of the members with given endpoints
+    Defrag(DefragArgs),
+    /// Transfers leadership to another cluster member (refused by Skiff: not supported)
+    MoveLeader(MoveLeaderArgs),
+    /// Manages snapshots (backups) of the store
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Lease related commands
+    #[command(subcommand)]
+    Lease(super::lease::LeaseCommand),
 }
 
 /// `get [options] <key> [range_end]`
@@ -214,6 +226,8 @@ pub enum EndpointCommand {
     Health(EndpointArgs),
     /// Prints out the status of endpoints specified in `--endpoints` flag
     Status(EndpointArgs),
+    /// Prints the KV history hash for each endpoint in --endpoints
+    Hashkv(HashKvArgs),
 }
 
 #[derive(Args, Debug)]

@@ -21,7 +21,7 @@ use super::args::{
 use super::client::{self, Client, Target};
 use super::failure::{self, Failure};
 use super::print::{EndpointHealth, EndpointStatus, Format, Output, Printer};
-use super::{golang, request, txn};
+use super::{golang, maintenance, request, snapshot, txn};
 
 /// What a command leaves behind: its output, and the failure to exit with, if any. Some
 /// commands (endpoint status and health) print results and still fail.
@@ -69,6 +69,13 @@ pub async fn run(cli: Cli) -> Report {
             endpoint_health(&client, printer, &cli.global, args.cluster).await
         }
         Command::Member(MemberCommand::List) => member_list(&client, printer).await.into(),
+        Command::Endpoint(EndpointCommand::Hashkv(args)) => {
+            maintenance::endpoint_hashkv(&client, printer, &cli.global, &args).await
+        }
+        Command::Defrag(args) => maintenance::defrag(&client, &cli.global, &args).await,
+        Command::MoveLeader(args) => maintenance::move_leader(&client, &args).await.into(),
+        Command::Snapshot(command) => snapshot::run(&client, printer, &command).await.into(),
+        Command::Lease(command) => super::lease::run(&client, printer, &command).await.into(),
     }
 }
 
@@ -137,7 +144,7 @@ async fn member_list(client: &Client, printer: Printer) -> Result<Output, Failur
 
 /// The endpoints `endpoint status|health` visit: the given ones, or with `--cluster` every
 /// member's client URLs.
-async fn endpoint_targets(
+pub(super) async fn endpoint_targets(
     client: &Client,
     global: &GlobalFlags,
     cluster: bool,

@@ -7,8 +7,10 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
     Error = 1,
+    BadConnection = 2,
     InvalidInput = 3,
     BadFeature = 4,
+    Interrupted = 5,
     BadArgs = 128,
 }
 

@@ -250,3 +250,24 @@ pub fn endpoint_healths(healths: &[EndpointHealth]) -> String {
         .collect();
     format!("[{}]", items.join(","))
 }
+
+/// etcdctl's `[]epHashKV`: `{"Endpoint":..., "HashKV":{header, hash, compact_revision}}`
+/// (etcd 3.4's HashKVResponse has no `hash_revision`).
+pub fn endpoint_hashes(hashes: &[super::maintenance::EndpointHash]) -> String {
+    let items: Vec<String> = hashes
+        .iter()
+        .map(|hash| {
+            let response = &hash.response;
+            let hash_kv = Object::new()
+                .object("header", header(&response.header))
+                .int("hash", response.hash)
+                .int("compact_revision", response.compact_revision)
+                .finish();
+            Object::new()
+                .field("Endpoint", &string(&hash.endpoint))
+                .field("HashKV", &hash_kv)
+                .finish()
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}

@@ -4,7 +4,8 @@
 //!
 //! Layout: `args` (flags), `request` and `txn` (pure request building and txn input parsing),
 //! `client` (connecting, deadlines), `command` (drivers), `print` with `json`, `table` and
-//! `golang` (pure output formatting in etcdctl's exact bytes), `failure` (errors, exit codes).
+//! `golang` (pure output formatting in etcdctl's exact bytes), `failure` (errors, exit codes),
+//! `maintenance` (endpoint hashkv, defrag, move-leader) and `snapshot` (save, status, restore).
 
 mod args;
 mod client;
@@ -12,8 +13,11 @@ mod command;
 mod failure;
 mod golang;
 mod json;
+mod lease;
+mod maintenance;
 mod print;
 mod request;
+mod snapshot;
 mod table;
 mod txn;
 

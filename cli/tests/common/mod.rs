@@ -72,6 +72,25 @@ impl Cluster {
     }
 
     fn start_server(server: Server, prefix: &str, size: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::unstarted_server(server, prefix, size, extra_args);
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// A Skiff cluster whose members are not started yet (to prepare their data directories,
+    /// e.g. by restoring a backup); start each with `spawn`.
+    pub fn unstarted(prefix: &str, size: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::unstarted_server(Server::Skiff, prefix, size, extra_args)
+    }
+
+    /// `--initial-cluster` as the members are started with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    fn unstarted_server(server: Server, prefix: &str, size: usize, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let members: Vec<Member> = (1..=size)
             .map(|i| Member {
@@ -87,17 +106,13 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Cluster {
             server,
             members,
             initial_cluster,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
-        };
-        for i in 0..size {
-            cluster.spawn(i);
         }
-        cluster
     }
 
     pub fn spawn(&mut self, i: usize) {

@@ -230,6 +230,32 @@ pub(crate) fn size_grows(engine: &dyn KvEngine) {
     assert!(engine.size_bytes() > 0);
 }
 
+/// Defragmenting keeps every live entry and drops deleted ones, and a snapshot taken before
+/// still reads its own view.
+pub(crate) fn defragment_keeps_contents(engine: &dyn KvEngine) {
+    let mut batch = WriteBatch::default();
+    for i in 0..200u32 {
+        batch.put(Keyspace::KvIndex, i.to_be_bytes().to_vec(), vec![2; 32]);
+        batch.put(Keyspace::KvMeta, i.to_be_bytes().to_vec(), vec![3; 8]);
+    }
+    write(engine, batch);
+    let mut batch = WriteBatch::default();
+    batch.delete_range(
+        Keyspace::KvIndex,
+        0u32.to_be_bytes().to_vec(),
+        100u32.to_be_bytes().to_vec(),
+    );
+    write(engine, batch);
+    let before = engine.snapshot();
+    engine.defragment().expect("defragment");
+    let index = scan(engine, Keyspace::KvIndex, &[], None);
+    assert_eq!(keys(&index).first().copied(), Some(&100u32.to_be_bytes()[..]));
+    assert_eq!(index.len(), 100);
+    assert_eq!(scan(engine, Keyspace::KvMeta, &[], None).len(), 200);
+    assert_eq!(scan(&*before, Keyspace::KvIndex, &[], None), index);
+    engine.defragment().expect("defragmenting twice is harmless");
+}
+
 /// Expands to one `#[test]` per conformance check for the backend `fixture()` builds.
 macro_rules! conformance_tests {
     ($fixture:expr) => {
@@ -237,7 +263,7 @@ macro_rules! conformance_tests {
             @each $fixture;
             get_put_delete, delete_range, scan_bounds, scan_reverse_bounds, scan_early_stop,
             keyspace_isolation, batch_atomic_in_order, snapshot_isolation, empty_keys_and_values,
-            binary_keys_order, size_grows
+            binary_keys_order, size_grows, defragment_keeps_contents
         );
     };
     (@each $fixture:expr; $($check:ident),+ $(,)?) => {

@@ -141,4 +141,7 @@ pub trait KvEngine: KvRead + Send + Sync + 'static {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError>;
     /// Approximate bytes used on disk (or in memory) by all keyspaces.
     fn size_bytes(&self) -> u64;
+    /// Rewrites storage to drop deleted data and reclaim space (etcd's defragment); contents
+    /// are unchanged. May take long on a large store: call it off the async runtime.
+    fn defragment(&self) -> Result<(), EngineError>;
 }

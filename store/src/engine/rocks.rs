@@ -212,6 +212,19 @@ impl KvEngine for RocksEngine {
         }
         bytes
     }
+
+    /// A full manual compaction of every column family: rewrites the SST files without
+    /// deleted and overwritten entries (tombstones of compacted MVCC history included).
+    fn defragment(&self) -> Result<(), EngineError> {
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for keyspace in Keyspace::ALL {
+            let cf = column_family(&self.db, keyspace);
+            self.db.flush_cf(&cf).map_err(backend)?;
+            self.db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

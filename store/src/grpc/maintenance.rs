@@ -1,11 +1,18 @@
-//! `etcdserverpb.Maintenance`: status (the rest of maintenance arrives with issue 4).
+//! `etcdserverpb.Maintenance`: status, HashKV and Hash, defragment, snapshot (a streamed
+//! backup), MoveLeader (refused: see `crate::maintenance`), and alarm listing.
 
-use tonic::{Request, Response, Status};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Code, Request, Response, Status};
 
 use super::{convert, instrument};
 use crate::limits;
+use crate::maintenance::MoveLeaderError;
 use crate::node::Store;
 use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 
 /// The etcd API version Skiff speaks (what `endpoint status` shows as VERSION).
@@ -18,6 +25,37 @@ pub struct MaintenanceService {
 impl MaintenanceService {
     pub fn new(store: Store) -> MaintenanceService {
         MaintenanceService { store }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
+/// Splits a backup into `Snapshot` responses, each telling how many bytes remain after it.
+fn snapshot_responses(backup: Arc<Vec<u8>>) -> impl Iterator<Item = pb::SnapshotResponse> {
+    let total = backup.len();
+    (0..total).step_by(limits::BACKUP_STREAM_CHUNK_BYTES).map(move |start| {
+        let end = (start + limits::BACKUP_STREAM_CHUNK_BYTES).min(total);
+        pb::SnapshotResponse {
+            header: None,
+            remaining_bytes: (total - end) as u64,
+            blob: backup[start..end].to_vec(),
+            version: String::new(),
+        }
+    })
+}
+
+fn move_leader_status(error: MoveLeaderError) -> Status {
+    match error {
+        MoveLeaderError::NotLeader => {
+            Status::new(Code::FailedPrecondition, "etcdserver: not leader")
+        }
+        MoveLeaderError::BadTransferee => {
+            Status::new(Code::FailedPrecondition, "etcdserver: bad leader transferee")
+        }
+        MoveLeaderError::NotSupported => Status::new(
+            Code::FailedPrecondition,
+            "skiff: move-leader is not supported: openraft 0.9 has no leadership transfer",
+        ),
     }
 }
 
@@ -46,5 +84,103 @@ impl Maintenance for MaintenanceService {
             }))
         })
         .await
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        instrument(self.store.metrics(), "HashKV", async {
+            let hashed = self.store.hash_kv(request.into_inner().revision).await?;
+            Ok(Response::new(pb::HashKvResponse {
+                header: convert::header(self.store.header(hashed.current_revision)),
+                hash: hashed.hash,
+                compact_revision: hashed.compact_revision,
+                hash_revision: hashed.revision,
+            }))
+        })
+        .await
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        instrument(self.store.metrics(), "Hash", async {
+            let (hash, revision) = self.store.hash().await?;
+            let header = convert::header(self.store.header(revision));
+            Ok(Response::new(pb::HashResponse { header, hash }))
+        })
+        .await
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        instrument(self.store.metrics(), "Defragment", async {
+            self.store.defragment().await?;
+            let header = convert::header(self.store.header(self.store.local_revision()?));
+            Ok(Response::new(pb::DefragmentResponse { header }))
+        })
+        .await
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        instrument(self.store.metrics(), "Snapshot", async {
+            let (backup, _revision) = self.store.backup().await?;
+            let responses = snapshot_responses(Arc::new(backup)).map(Ok);
+            let stream: SnapshotStream = Box::pin(tokio_stream::iter(responses));
+            Ok(Response::new(stream))
+        })
+        .await
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        instrument(self.store.metrics(), "MoveLeader", async {
+            self.store.move_leader(request.into_inner().target_id).map_err(move_leader_status)?;
+            let header = convert::header(self.store.header(self.store.local_revision()?));
+            Ok(Response::new(pb::MoveLeaderResponse { header }))
+        })
+        .await
+    }
+
+    /// Listing answers "no alarms" (the NOSPACE alarm is not raised yet); raising and
+    /// clearing alarms is not implemented.
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        instrument(self.store.metrics(), "Alarm", async {
+            if request.into_inner().action() != AlarmAction::Get {
+                return Err(Status::unimplemented("skiff: raising or clearing alarms"));
+            }
+            // etcd answers a listing without a header (`alarm list -w json` prints `{}`).
+            Ok(Response::new(pb::AlarmResponse { header: None, alarms: Vec::new() }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_chunks_cover_the_backup_and_count_down() {
+        let total = limits::BACKUP_STREAM_CHUNK_BYTES * 2 + 5;
+        let backup: Vec<u8> = (0..total).map(|i| i as u8).collect();
+        let responses: Vec<_> = snapshot_responses(Arc::new(backup.clone())).collect();
+        assert_eq!(responses.len(), 3);
+        let remaining: Vec<u64> = responses.iter().map(|r| r.remaining_bytes).collect();
+        assert_eq!(remaining, [limits::BACKUP_STREAM_CHUNK_BYTES as u64 + 5, 5, 0]);
+        let joined: Vec<u8> = responses.iter().flat_map(|r| r.blob.clone()).collect();
+        assert_eq!(joined, backup);
     }
 }

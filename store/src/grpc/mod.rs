@@ -7,6 +7,7 @@
 mod cluster;
 mod convert;
 mod kv;
+mod lease;
 mod maintenance;
 pub mod status;
 mod watch;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 pub use cluster::ClusterService;
 pub use kv::KvService;
+pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 

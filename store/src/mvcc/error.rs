@@ -27,6 +27,10 @@ pub enum MvccError {
     /// `ignore_lease` with a lease given.
     #[error("lease is provided")]
     LeaseProvided,
+    /// A put names a lease that does not exist. The lease layer checks this around
+    /// `apply` (it owns the lease records); the error is here because it is a write's result.
+    #[error("requested lease not found")]
+    LeaseNotFound,
     /// The storage backend failed; fatal to the request (and to the apply loop).
     #[error(transparent)]
     Engine(

@@ -8,7 +8,7 @@
 //! Layout: `keys` (byte formats of the three MVCC keyspaces), `overlay` (read-your-writes
 //! buffer), `read` (revisions, live keys at a revision, Range), `compare` (txn compares),
 //! `apply` (put, delete, txn), `compaction`, `validate` (pre-proposal checks), `history`
-//! (the write log as events, for watches).
+//! (the write log as events, for watches), `hash` (HashKV, the consistency check).
 //!
 //! [`KvRead`]: crate::engine::KvRead
 
@@ -16,6 +16,7 @@ mod apply;
 mod compaction;
 mod compare;
 mod error;
+pub(crate) mod hash;
 mod history;
 mod keys;
 mod overlay;
@@ -28,7 +29,9 @@ mod tests;
 
 pub use apply::apply;
 pub use error::MvccError;
+pub use hash::{hash_kv, KvHash};
 pub use history::events;
+pub(crate) use keys::META_CURRENT_REVISION;
 pub use overlay::Overlay;
 pub use read::{compacted_revision, current_revision, range};
 pub use types::*;

@@ -17,11 +17,13 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineError;
+use crate::lease::{LeaseError, LeaseProposal};
 use crate::mvcc::{MvccError, WriteRequest, WriteResponse};
 
 pub use log_store::LogStore;
 pub(crate) use network::peer_client;
 pub use network::PeerNetworkFactory;
+pub(crate) use state_machine::{dump_state_machine, parse_dump, SnapshotRecord};
 pub use state_machine::{StateMachine, StateMachineHandle};
 
 /// A member's Raft node id; the same number etcd clients see as the member ID.
@@ -55,6 +57,8 @@ pub enum Proposal {
     /// revision, all in one engine batch.
     Kv(Vec<WriteRequest>),
     PublishMember(MemberAttributes),
+    /// A lease grant or revoke (a revoke deletes the lease's keys in one revision).
+    Lease(LeaseProposal),
 }
 
 impl std::fmt::Display for Proposal {
@@ -62,14 +66,17 @@ impl std::fmt::Display for Proposal {
         match self {
             Proposal::Kv(requests) => write!(f, "kv({} requests)", requests.len()),
             Proposal::PublishMember(attributes) => write!(f, "publish({})", attributes.name),
+            Proposal::Lease(proposal) => write!(f, "lease({proposal:?})"),
         }
     }
 }
 
-/// The state machine's answer to one entry: one result per request of a `Proposal::Kv`.
+/// The state machine's answer to one entry: one result per request of a `Proposal::Kv`, or
+/// for a `Proposal::Lease` the revision after it (or why it was refused).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalResult {
     pub responses: Vec<Result<WriteResponse, MvccError>>,
+    pub lease: Option<Result<i64, LeaseError>>,
 }
 
 openraft::declare_raft_types!(

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::engine::EngineError;
 use crate::engine::{Durability, Keyspace, KvEngine, KvRead, WriteBatch};
+use crate::lease::{self, LeaseProposal, LeaseTable, SharedLeaseTable};
 use crate::metrics::Metrics;
 use crate::mvcc::{self, Event, MvccError, Overlay};
 use crate::watch::WatchHub;
@@ -60,6 +61,8 @@ pub struct StateMachine {
     applied: Arc<tokio::sync::watch::Sender<AppliedState>>,
     /// Told the events of each applied batch, once they are in the engine.
     watch_hub: Arc<WatchHub>,
+    /// The lease set as applied (plus the leader's deadlines), updated after each batch.
+    leases: SharedLeaseTable,
 }
 
 /// What readers need to know about the applied state.
@@ -75,6 +78,7 @@ pub struct StateMachineHandle {
     pub engine: Arc<dyn KvEngine>,
     pub applied: tokio::sync::watch::Receiver<AppliedState>,
     pub watch_hub: Arc<WatchHub>,
+    pub leases: SharedLeaseTable,
 }
 
 impl StateMachineHandle {
@@ -103,8 +107,11 @@ impl StateMachine {
         let applied = AppliedState { log_index: last_applied.map_or(0, |l| l.index), revision };
         let (sender, _) = tokio::sync::watch::channel(applied);
         let watch_hub = Arc::new(WatchHub::new(engine.clone(), revision, metrics.clone()));
+        let leases = SharedLeaseTable::default();
+        reload_leases(&*engine, &leases)?;
         let machine = StateMachine {
             watch_hub,
+            leases,
             engine,
             metrics,
             snapshot_dir,
@@ -121,6 +128,7 @@ impl StateMachine {
             engine: self.engine.clone(),
             applied: self.applied.subscribe(),
             watch_hub: self.watch_hub.clone(),
+            leases: self.leases.clone(),
         }
     }
 
@@ -164,13 +172,50 @@ fn read_applied(r: &dyn KvRead) -> Result<(Option<LogId>, Membership), StorageEr
     ))
 }
 
+/// Replaces the lease table's set with the stored one (start-up, snapshot install).
+fn reload_leases(engine: &dyn KvEngine, leases: &SharedLeaseTable) -> Result<(), StorageError> {
+    let stored = lease::stored_leases(engine).map_err(|e| read_error(&e))?;
+    let now = tokio::time::Instant::now();
+    leases.lock().expect("lease table lock").reset(stored, now);
+    Ok(())
+}
+
+/// Applies one lease proposal into the overlay; the table learns of it after the batch is
+/// written (`changes`).
+fn apply_lease_entry(
+    overlay: &mut Overlay<'_>,
+    proposal: &LeaseProposal,
+    events: &mut Vec<Event>,
+    changes: &mut Vec<LeaseProposal>,
+) -> Result<Result<i64, lease::LeaseError>, StorageError> {
+    let applied = lease::apply_lease(overlay, proposal)
+        .map_err(|error| write_error(&EngineError::Backend(error.to_string())))?;
+    Ok(applied.map(|applied| {
+        events.extend(applied.events);
+        changes.push(proposal.clone());
+        applied.revision
+    }))
+}
+
+fn update_lease_table(table: &mut LeaseTable, changes: Vec<LeaseProposal>) {
+    let now = tokio::time::Instant::now();
+    for change in changes {
+        match change {
+            LeaseProposal::Grant { id, ttl_seconds } => table.granted(id, ttl_seconds, now),
+            LeaseProposal::Revoke { id } => table.revoked(id),
+        }
+    }
+}
+
 /// Applies entries in one engine batch; returns one result per entry.
 fn apply_entries(
     engine: &dyn KvEngine,
+    leases: &SharedLeaseTable,
     entries: Vec<Entry>,
     commit_seconds: &prometheus::Histogram,
 ) -> Result<(Vec<ProposalResult>, AppliedState, Vec<Event>), StorageError> {
     let (mut last_applied, mut membership) = read_applied(engine)?;
+    let mut lease_changes = Vec::new();
     let mut events = Vec::new();
     let mut overlay = Overlay::new(engine);
     let mut results = Vec::with_capacity(entries.len());
@@ -186,10 +231,12 @@ fn apply_entries(
             EntryPayload::Blank => {}
             EntryPayload::Normal(Proposal::Kv(requests)) => {
                 for request in &requests {
-                    let response = mvcc::apply(&mut overlay, request).map(|(response, applied)| {
-                        events.extend(applied);
-                        response
-                    });
+                    // Through the lease layer: it rejects unknown leases and tracks attachments.
+                    let response =
+                        lease::apply_kv(&mut overlay, request).map(|(response, applied)| {
+                            events.extend(applied);
+                            response
+                        });
                     // A storage fault is this member's, not the request's: answering it as a
                     // result would let replicas diverge, so the apply fails instead.
                     if let Err(MvccError::Engine(_) | MvccError::Corrupt(_)) = &response {
@@ -201,6 +248,11 @@ fn apply_entries(
             }
             EntryPayload::Normal(Proposal::PublishMember(attributes)) => {
                 overlay.put(Keyspace::KvMeta, member_key(attributes.id), encode(&attributes));
+            }
+            EntryPayload::Normal(Proposal::Lease(proposal)) => {
+                let outcome =
+                    apply_lease_entry(&mut overlay, &proposal, &mut events, &mut lease_changes)?;
+                result.lease = Some(outcome);
             }
             EntryPayload::Membership(m) => {
                 membership = StoredMembership::new(Some(entry.log_id), m);
@@ -216,13 +268,14 @@ fn apply_entries(
     let batch = overlay.into_batch();
     let _timer = commit_seconds.start_timer();
     engine.write(batch, Durability::Buffered).map_err(|e| write_error(&e))?;
+    update_lease_table(&mut leases.lock().expect("lease table lock"), lease_changes);
     let log_index = last_applied.map_or(0, |l| l.index);
     Ok((results, AppliedState { log_index, revision }, events))
 }
 
 /// Serializes the state-machine keyspaces of one consistent engine view:
 /// magic, then records of (keyspace u8, key len u32, key, value len u32, value).
-fn dump_state_machine(view: &dyn KvRead) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn dump_state_machine(view: &dyn KvRead) -> Result<Vec<u8>, StorageError> {
     let mut out = SNAPSHOT_MAGIC.to_vec();
     for (tag, keyspace) in Keyspace::STATE_MACHINE.iter().enumerate() {
         view.scan(*keyspace, &[], None, &mut |k, v| {
@@ -239,10 +292,10 @@ fn dump_state_machine(view: &dyn KvRead) -> Result<Vec<u8>, StorageError> {
 }
 
 /// One key-value pair of a state-machine dump.
-type SnapshotRecord<'a> = (Keyspace, &'a [u8], &'a [u8]);
+pub(crate) type SnapshotRecord<'a> = (Keyspace, &'a [u8], &'a [u8]);
 
 /// Parses a snapshot received from the leader; malformed input is an error, not a panic.
-fn parse_dump(data: &[u8]) -> Result<Vec<SnapshotRecord<'_>>, String> {
+pub(crate) fn parse_dump(data: &[u8]) -> Result<Vec<SnapshotRecord<'_>>, String> {
     let rest = data.strip_prefix(&SNAPSHOT_MAGIC[..]).ok_or("snapshot has a bad magic")?;
     let mut records = Vec::new();
     let mut at = 0usize;
@@ -326,10 +379,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let engine = self.engine.clone();
         let commit_seconds = self.metrics.backend_commit_duration_seconds.clone();
-        let (results, applied, events) =
-            tokio::task::spawn_blocking(move || apply_entries(&*engine, entries, &commit_seconds))
-                .await
-                .expect("apply task panicked")?;
+        let leases = self.leases.clone();
+        let (results, applied, events) = tokio::task::spawn_blocking(move || {
+            apply_entries(&*engine, &leases, entries, &commit_seconds)
+        })
+        .await
+        .expect("apply task panicked")?;
         self.applied.send_replace(applied);
         self.watch_hub.publish(&events, applied.revision);
         Ok(results)
@@ -361,6 +416,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let log_index = last_applied.map_or(0, |l| l.index);
         self.applied.send_replace(AppliedState { log_index, revision });
         self.watch_hub.reset_after_snapshot(revision);
+        reload_leases(&*self.engine, &self.leases)?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot_file(&stored)?;
         *self.current_snapshot.lock().expect("snapshot lock") = Some(stored);
