@@ -81,6 +81,8 @@ pub enum Command {
     /// Lease related commands
     #[command(subcommand)]
     Lease(super::lease::LeaseCommand),
+    /// Watches events stream on keys or prefixes
+    Watch(super::watch::WatchArgs),
 }
 
 /// `get [options] <key> [range_end]`

@@ -76,6 +76,7 @@ pub async fn run(cli: Cli) -> Report {
         Command::MoveLeader(args) => maintenance::move_leader(&client, &args).await.into(),
         Command::Snapshot(command) => snapshot::run(&client, printer, &command).await.into(),
         Command::Lease(command) => super::lease::run(&client, printer, &command).await.into(),
+        Command::Watch(args) => super::watch::run(&client, printer, &args).await.into(),
     }
 }
 

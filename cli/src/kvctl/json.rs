@@ -15,12 +15,12 @@ use store::proto::mvccpb::KeyValue;
 use super::print::{EndpointHealth, EndpointStatus};
 
 /// A JSON object being written field by field, in Go struct order.
-struct Object {
+pub(crate) struct Object {
     out: String,
 }
 
 impl Object {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Object { out: String::from("{") }
     }
 
@@ -34,7 +34,7 @@ impl Object {
         self
     }
 
-    fn int(&mut self, name: &str, value: impl Into<i128>) -> &mut Self {
+    pub(crate) fn int(&mut self, name: &str, value: impl Into<i128>) -> &mut Self {
         let value = value.into();
         if value == 0 {
             return self;
@@ -65,7 +65,7 @@ impl Object {
     }
 
     /// An `omitempty` pointer: left out when nil, `{}` when present but all zero.
-    fn object(&mut self, name: &str, value: Option<String>) -> &mut Self {
+    pub(crate) fn object(&mut self, name: &str, value: Option<String>) -> &mut Self {
         match value {
             Some(value) => self.field(name, &value),
             None => self,
@@ -79,7 +79,7 @@ impl Object {
         self.field(name, &format!("[{}]", items.join(",")))
     }
 
-    fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         let mut out = std::mem::take(&mut self.out);
         out.push('}');
         out
@@ -107,7 +107,7 @@ pub fn string(text: &str) -> String {
     out
 }
 
-fn header(header: &Option<ResponseHeader>) -> Option<String> {
+pub(crate) fn header(header: &Option<ResponseHeader>) -> Option<String> {
     header.as_ref().map(|h| {
         Object::new()
             .int("cluster_id", h.cluster_id)
@@ -118,7 +118,7 @@ fn header(header: &Option<ResponseHeader>) -> Option<String> {
     })
 }
 
-fn key_value(kv: &KeyValue) -> String {
+pub(crate) fn key_value(kv: &KeyValue) -> String {
     Object::new()
         .bytes("key", &kv.key)
         .int("create_revision", kv.create_revision)

@@ -20,6 +20,7 @@ mod request;
 mod snapshot;
 mod table;
 mod txn;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;

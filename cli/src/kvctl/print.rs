@@ -46,7 +46,7 @@ impl Format {
         }
     }
 
-    fn unsupported(self) -> Failure {
+    pub(crate) fn unsupported(self) -> Failure {
         Failure::bad_feature(format!("{} not supported as output format", self.name()))
     }
 }
@@ -200,7 +200,7 @@ impl Printer {
         }
     }
 
-    fn write_bytes(&self, out: &mut Vec<u8>, bytes: &[u8]) {
+    pub(crate) fn write_bytes(&self, out: &mut Vec<u8>, bytes: &[u8]) {
         if self.hex {
             for byte in bytes {
                 let _ = write!(out, "\\x{byte:02x}");

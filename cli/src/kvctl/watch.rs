@@ -1,0 +1,218 @@
+//! `kvctl watch [key or prefix] [range_end]`, as etcdctl 3.4 runs and prints it: events as
+//! they come (simple: type, then prev key/value, then key/value; json: each response as
+//! clientv3's `WatchResponse`), until interrupted or cancelled by the server.
+
+use std::io::Write as _;
+
+use clap::{ArgAction, Args};
+use store::proto::etcdserverpb::watch_client::WatchClient;
+use store::proto::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest, WatchResponse};
+use store::proto::mvccpb;
+
+use super::client::{self, Client};
+use super::failure::{ExitStatus, Failure};
+use super::json::{self, Object};
+use super::print::{Format, Output, Printer};
+
+/// `watch [options] [key or prefix] [range_end]`
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Watch on a prefix if prefix is set
+    #[arg(
+        long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", default_value_t = false
+    )]
+    pub prefix: bool,
+    /// get the previous key-value pair before the event happens
+    #[arg(
+        long = "prev-kv", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", default_value_t = false
+    )]
+    pub prev_kv: bool,
+    /// Revision to start watching
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    #[arg(value_name = "KEY")]
+    pub args: Vec<String>,
+}
+
+/// The prefix's range end as etcd clients compute it (`[0]` when the prefix is all 0xff).
+fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn create_request(args: &WatchArgs) -> Result<WatchCreateRequest, Failure> {
+    let (key, range_end) = match args.args.as_slice() {
+        [key] => (key.as_bytes().to_vec(), Vec::new()),
+        [key, end] if !args.prefix => (key.as_bytes().to_vec(), end.as_bytes().to_vec()),
+        [_, _] => {
+            return Err(Failure::bad_args("`range_end` and `--prefix` are mutually exclusive"))
+        }
+        [] => return Err(Failure::bad_args("watch in non-interactive mode requires an argument")),
+        _ => return Err(Failure::bad_args("too many arguments")),
+    };
+    let range_end = if args.prefix { prefix_end(&key) } else { range_end };
+    Ok(WatchCreateRequest {
+        key,
+        range_end,
+        start_revision: args.rev,
+        prev_kv: args.prev_kv,
+        ..Default::default()
+    })
+}
+
+pub async fn run(client: &Client, printer: Printer, args: &WatchArgs) -> Result<Output, Failure> {
+    if matches!(printer.format, Format::Table | Format::Fields | Format::Protobuf) {
+        return Err(printer.format.unsupported());
+    }
+    let create = create_request(args)?;
+    let channel = client::connect(&client.targets, client.dial_timeout).await;
+    // The create request goes in before the call: a server answers a stream's headers only
+    // with its first response.
+    let (requests, queue) = tokio::sync::mpsc::channel(1);
+    let request =
+        WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) };
+    let _ = requests.send(request).await;
+    let _keep_open = &requests;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(queue);
+    let mut responses = WatchClient::new(channel)
+        .watch(stream)
+        .await
+        .map_err(|status| Failure::from_status(&status))?
+        .into_inner();
+    // `requests` stays open for the whole watch: closing it would end the stream.
+    loop {
+        let response = match responses.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                return Err(Failure::new(
+                    ExitStatus::Interrupted,
+                    "watch is canceled by the server",
+                ))
+            }
+            Err(status) => return Err(Failure::from_status(&status)),
+        };
+        if response.created && response.events.is_empty() {
+            continue;
+        }
+        if response.canceled {
+            let reason = if response.compact_revision != 0 {
+                "etcdserver: mvcc: required revision has been compacted".to_string()
+            } else {
+                response.cancel_reason.clone()
+            };
+            eprintln!("watch was canceled ({reason})");
+            return Err(Failure::new(ExitStatus::Interrupted, "watch is canceled by the server"));
+        }
+        let printed = match printer.format {
+            Format::Json => format!("{}\n", json_response(&response)).into_bytes(),
+            _ => simple_events(printer, &response.events),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&printed).and_then(|()| stdout.flush());
+    }
+}
+
+/// etcdctl's simple watch printer.
+fn simple_events(printer: Printer, events: &[mvccpb::Event]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for event in events {
+        let kind =
+            if event.r#type == mvccpb::event::EventType::Delete as i32 { "DELETE" } else { "PUT" };
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b'\n');
+        for kv in event.prev_kv.iter().chain(event.kv.iter()) {
+            printer.write_bytes(&mut out, &kv.key);
+            printer.write_bytes(&mut out, &kv.value);
+        }
+    }
+    out
+}
+
+/// clientv3's `WatchResponse` through Go's encoding/json: exported fields without tags, so
+/// `CompactRevision`, `Canceled` and `Created` are always present and `Events` may be null.
+fn json_response(response: &WatchResponse) -> String {
+    let header = json::header(&response.header).unwrap_or_else(|| "null".into());
+    let events = if response.events.is_empty() {
+        "null".to_string()
+    } else {
+        let items: Vec<String> = response
+            .events
+            .iter()
+            .map(|e| {
+                Object::new()
+                    .int("type", e.r#type)
+                    .object("kv", e.kv.as_ref().map(json::key_value))
+                    .object("prev_kv", e.prev_kv.as_ref().map(json::key_value))
+                    .finish()
+            })
+            .collect();
+        format!("[{}]", items.join(","))
+    };
+    format!(
+        "{{\"Header\":{header},\"Events\":{events},\"CompactRevision\":{},\"Canceled\":{},\
+         \"Created\":{}}}",
+        response.compact_revision, response.canceled, response.created
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::proto::etcdserverpb::ResponseHeader;
+
+    fn kv(key: &str, value: &str, revision: i64) -> mvccpb::KeyValue {
+        mvccpb::KeyValue {
+            key: key.into(),
+            value: value.into(),
+            create_revision: 2,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn delete(key: &str, revision: i64, prev: mvccpb::KeyValue) -> mvccpb::Event {
+        let tombstone =
+            mvccpb::KeyValue { key: key.into(), mod_revision: revision, ..Default::default() };
+        mvccpb::Event { r#type: 1, kv: Some(tombstone), prev_kv: Some(prev) }
+    }
+
+    fn check(actual: String, expected: &str) {
+        assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn prints_as_etcdctl() {
+        let put = mvccpb::Event { r#type: 0, kv: Some(kv("foo", "2", 3)), prev_kv: None };
+        let events = vec![put, delete("foo", 4, kv("foo", "2", 3))];
+        let printer = Printer { format: Format::Simple, hex: false };
+        let simple = String::from_utf8(simple_events(printer, &events)).expect("utf-8");
+        check(simple, "PUT\nfoo\n2\nDELETE\nfoo\n2\nfoo\n\n");
+        let header = ResponseHeader { cluster_id: 1, member_id: 2, revision: 4, raft_term: 3 };
+        let response = WatchResponse { header: Some(header), events, ..Default::default() };
+        check(
+            json_response(&response),
+            "{\"Header\":{\"cluster_id\":1,\"member_id\":2,\"revision\":4,\"raft_term\":3},\
+             \"Events\":[{\"kv\":{\"key\":\"Zm9v\",\"create_revision\":2,\"mod_revision\":3,\
+             \"version\":1,\"value\":\"Mg==\"}},{\"type\":1,\"kv\":{\"key\":\"Zm9v\",\
+             \"mod_revision\":4},\"prev_kv\":{\"key\":\"Zm9v\",\"create_revision\":2,\
+             \"mod_revision\":3,\"version\":1,\"value\":\"Mg==\"}}],\"CompactRevision\":0,\
+             \"Canceled\":false,\"Created\":false}",
+        );
+    }
+
+    #[test]
+    fn prefixes_end_like_etcd_clients() {
+        assert_eq!(prefix_end(b"fo"), b"fp".to_vec());
+        assert_eq!(prefix_end(b"f\xff"), b"g".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+}
