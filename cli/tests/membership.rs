@@ -98,3 +98,26 @@ async fn a_learner_joins_is_promoted_and_the_leader_can_be_removed() {
     let unknown = members.member_remove(pb::MemberRemoveRequest { id: leader_id }).await;
     assert_eq!(unknown.expect_err("gone").message(), "etcdserver: member not found");
 }
+
+/// Regression: promoting a learner that never started used to pass the in-sync check and
+/// leave the joint configuration waiting for it, blocking every later membership change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_never_started_is_not_promoted() {
+    let mut cluster = Cluster::start("127.0.19", 3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let url = cluster.members[leader].client_url();
+    let absent = cluster.plan_member();
+    let mut members = cluster_client(&url).await;
+    let add = pb::MemberAddRequest {
+        peer_ur_ls: vec![cluster.members[absent].peer_url()],
+        is_learner: true,
+    };
+    let id = members.member_add(add).await.expect("add").into_inner().member.expect("member").id;
+    let refused = members.member_promote(pb::MemberPromoteRequest { id }).await;
+    assert_eq!(
+        refused.expect_err("not in sync").message(),
+        "etcdserver: can only promote a learner member which is in sync with leader"
+    );
+    let removed = members.member_remove(pb::MemberRemoveRequest { id }).await.expect("remove");
+    assert_eq!(removed.into_inner().members.len(), 3);
+}

@@ -136,15 +136,17 @@ impl Store {
     fn check_learner_in_sync(&self, id: NodeId) -> Result<(), StoreError> {
         let metrics = self.raft().metrics().borrow().clone();
         let last = metrics.last_log_index.unwrap_or(0);
+        // A learner that never acknowledged anything (not started, unreachable) is not in sync:
+        // promoting it would leave the joint configuration waiting for it.
         let matched = metrics
             .replication
             .as_ref()
             .and_then(|r| r.get(&id).cloned().flatten())
-            .map_or(0, |log_id| log_id.index);
-        if last.saturating_sub(matched) > LEARNER_IN_SYNC_LAG_MAX {
-            return Err(MembershipError::LearnerNotReady.into());
+            .map(|log_id| log_id.index);
+        match matched {
+            Some(matched) if last.saturating_sub(matched) <= LEARNER_IN_SYNC_LAG_MAX => Ok(()),
+            _ => Err(MembershipError::LearnerNotReady.into()),
         }
-        Ok(())
     }
 
     /// Runs a change wherever the leader is, then answers from this member's view once it

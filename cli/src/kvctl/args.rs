@@ -246,6 +246,14 @@ pub struct EndpointArgs {
 pub enum MemberCommand {
     /// Lists all members in the cluster
     List,
+    /// Adds a member into the cluster
+    Add(super::member::MemberAddArgs),
+    /// Removes a member from the cluster
+    Remove(super::member::MemberIdArgs),
+    /// Updates a member in the cluster
+    Update(super::member::MemberUpdateArgs),
+    /// Promotes a non-voting member in the cluster
+    Promote(super::member::MemberIdArgs),
 }
 
 /// One request line of `txn` input (`put k v`, `get k --prefix`, `del k`), parsed with the same

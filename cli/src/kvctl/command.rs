@@ -69,6 +69,7 @@ pub async fn run(cli: Cli) -> Report {
             endpoint_health(&client, printer, &cli.global, args.cluster).await
         }
         Command::Member(MemberCommand::List) => member_list(&client, printer).await.into(),
+        Command::Member(change) => super::member::run(&client, printer, &change).await.into(),
         Command::Endpoint(EndpointCommand::Hashkv(args)) => {
             maintenance::endpoint_hashkv(&client, printer, &cli.global, &args).await
         }

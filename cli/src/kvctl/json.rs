@@ -185,7 +185,7 @@ fn response_op(op: &ResponseOp) -> String {
     Object::new().field("Response", &inner).finish()
 }
 
-fn member(member: &Member) -> String {
+pub(crate) fn member(member: &Member) -> String {
     let strings = |items: &[String]| items.iter().map(|item| string(item)).collect();
     Object::new()
         .int("ID", member.id)
@@ -193,6 +193,19 @@ fn member(member: &Member) -> String {
         .array("peerURLs", strings(&member.peer_ur_ls))
         .array("clientURLs", strings(&member.client_ur_ls))
         .bool("isLearner", member.is_learner)
+        .finish()
+}
+
+/// The `header`, `member` (if any) and `members` of a membership-change response.
+pub fn member_change_response(
+    response_header: &Option<ResponseHeader>,
+    changed: Option<&Member>,
+    members: &[Member],
+) -> String {
+    Object::new()
+        .object("header", header(response_header))
+        .object("member", changed.map(member))
+        .array("members", members.iter().map(member).collect())
         .finish()
 }
 

@@ -15,6 +15,7 @@ mod golang;
 mod json;
 mod lease;
 mod maintenance;
+mod member;
 mod print;
 mod request;
 mod snapshot;
