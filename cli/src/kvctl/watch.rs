@@ -13,6 +13,7 @@ use super::client::{self, Client};
 use super::failure::{ExitStatus, Failure};
 use super::json::{self, Object};
 use super::print::{Format, Output, Printer};
+use super::request::prefix_range_end;
 
 /// `watch [options] [key or prefix] [range_end]`
 #[derive(Args, Debug)]
@@ -36,18 +37,6 @@ pub struct WatchArgs {
     pub args: Vec<String>,
 }
 
-/// The prefix's range end as etcd clients compute it (`[0]` when the prefix is all 0xff).
-fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 fn create_request(args: &WatchArgs) -> Result<WatchCreateRequest, Failure> {
     let (key, range_end) = match args.args.as_slice() {
         [key] => (key.as_bytes().to_vec(), Vec::new()),
@@ -58,7 +47,7 @@ fn create_request(args: &WatchArgs) -> Result<WatchCreateRequest, Failure> {
         [] => return Err(Failure::bad_args("watch in non-interactive mode requires an argument")),
         _ => return Err(Failure::bad_args("too many arguments")),
     };
-    let range_end = if args.prefix { prefix_end(&key) } else { range_end };
+    let range_end = if args.prefix { prefix_range_end(&key) } else { range_end };
     Ok(WatchCreateRequest {
         key,
         range_end,
@@ -207,12 +196,5 @@ mod tests {
              \"mod_revision\":3,\"version\":1,\"value\":\"Mg==\"}}],\"CompactRevision\":0,\
              \"Canceled\":false,\"Created\":false}",
         );
-    }
-
-    #[test]
-    fn prefixes_end_like_etcd_clients() {
-        assert_eq!(prefix_end(b"fo"), b"fp".to_vec());
-        assert_eq!(prefix_end(b"f\xff"), b"g".to_vec());
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }
