@@ -427,6 +427,11 @@ impl Store {
         }
     }
 
+    /// Approximate bytes the member's storage uses.
+    pub fn db_size_bytes(&self) -> u64 {
+        self.inner.state.engine.size_bytes()
+    }
+
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
         let metrics = self.inner.raft.metrics().borrow().clone();
         let revision = self.local_revision()?;
@@ -436,7 +441,7 @@ impl Store {
             raft_index: metrics.last_log_index.unwrap_or(0),
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
-            db_size_bytes: self.inner.state.engine.size_bytes() as i64,
+            db_size_bytes: self.db_size_bytes() as i64,
             is_learner: !is_voter(metrics.membership_config.membership(), self.inner.member_id),
         })
     }

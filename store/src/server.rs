@@ -312,6 +312,9 @@ async fn serve_metrics(listener: TcpListener, metrics: Metrics, stopped: watch::
 async fn track_raft_metrics(store: Store) {
     let mut raft_metrics = store.raft().metrics();
     let mut last_leader = None;
+    // Raft metrics change with every append and apply; storage figures (RocksDB properties and
+    // a read) are refreshed at most once a second, not on that hot path.
+    let mut storage_read_at: Option<std::time::Instant> = None;
     loop {
         {
             let m = raft_metrics.borrow_and_update().clone();
@@ -324,9 +327,12 @@ async fn track_raft_metrics(store: Store) {
             last_leader = m.current_leader;
             metrics.raft_log_last_index.set(m.last_log_index.unwrap_or(0) as i64);
             metrics.proposals_applied_total.set(m.last_applied.map_or(0, |l| l.index) as i64);
-            if let Ok(status) = store.status() {
-                metrics.db_total_size_in_bytes.set(status.db_size_bytes);
-                metrics.current_revision.set(status.header.revision);
+            if storage_read_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                storage_read_at = Some(std::time::Instant::now());
+                metrics.db_total_size_in_bytes.set(store.db_size_bytes() as i64);
+                if let Ok(revision) = store.local_revision() {
+                    metrics.current_revision.set(revision);
+                }
             }
         }
         let changed = tokio::time::timeout(Duration::from_secs(5), raft_metrics.changed()).await;
