@@ -63,6 +63,10 @@ struct StoreFlags {
     /// Milliseconds without a heartbeat before a follower campaigns.
     #[arg(long, default_value_t = 1000)]
     election_timeout: u64,
+    /// Backend bytes past which the NOSPACE alarm is raised and writes are refused
+    /// (0: the default, 2 GiB, as etcd).
+    #[arg(long, default_value_t = 0)]
+    quota_backend_bytes: u64,
     /// TLS is not implemented yet; these flags are refused rather than ignored.
     #[arg(long, hide = true)]
     cert_file: Option<String>,
@@ -100,6 +104,7 @@ impl StoreFlags {
             snapshot_count: self.snapshot_count,
             heartbeat_interval_ms: self.heartbeat_interval,
             election_timeout_ms: self.election_timeout,
+            quota_backend_bytes: self.quota_backend_bytes,
         })
     }
 }
@@ -110,7 +115,7 @@ async fn run_store(flags: StoreFlags) -> anyhow::Result<()> {
     for address in &running.client_addresses {
         tracing::info!(%address, "serving etcd v3 gRPC and /metrics");
     }
-    running.run_until_signal().await;
+    running.run_until_signal().await?;
     Ok(())
 }
 

@@ -88,7 +88,14 @@ async fn a_learner_joins_is_promoted_and_the_leader_can_be_removed() {
         .into_inner();
     assert_eq!(remaining.members.len(), 3);
     assert!(remaining.members.iter().all(|m| m.id != leader_id));
-    cluster.kill(leader);
+    // Like etcd, a removed member stops on its own, saying why.
+    let exited = cluster.wait_for_exit(leader, Duration::from_secs(20));
+    let log = cluster.log_of(leader);
+    assert!(
+        exited.is_some_and(|s| !s.success()),
+        "removed leader still running: {exited:?}\n{log}"
+    );
+    assert!(log.contains("has been removed from the cluster"), "{log}");
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
     assert_ne!(new_leader, leader);
     let mut client = kv(&cluster.members[joiner].client_url()).await;
@@ -120,4 +127,76 @@ async fn a_learner_that_never_started_is_not_promoted() {
     );
     let removed = members.member_remove(pb::MemberRemoveRequest { id }).await.expect("remove");
     assert_eq!(removed.into_inner().members.len(), 3);
+}
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .expect("run etcdctl")
+}
+
+/// etcdctl's `move-leader` hands leadership to the chosen member (twice, so neither choice
+/// is luck) while a writer keeps writing; no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_hands_leadership_to_the_chosen_member() {
+    let cluster = Cluster::start("127.0.23", 3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+    let mut ids = Vec::new();
+    for member in &cluster.members {
+        let status = common::status(&member.client_url()).await.expect("status");
+        ids.push(status.header.expect("header").member_id);
+    }
+    let writer_url = cluster.members[leader].client_url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut client = kv(&writer_url).await;
+            let mut acknowledged = 0;
+            // Bounded in count and time; writes made during a transfer wait for it.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && acknowledged < 5_000 {
+                if client.put(put(&format!("w/{acknowledged:05}"), "v")).await.is_ok() {
+                    acknowledged += 1;
+                }
+            }
+            acknowledged
+        }
+    });
+    let mut current = leader;
+    for step in 1..=2 {
+        let target = (current + step) % 3;
+        let endpoints = cluster.endpoints().join(",");
+        let output = etcdctl(&endpoints, &["move-leader", &format!("{:x}", ids[target])]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            stdout,
+            format!("Leadership transferred from {:x} to {:x}\n", ids[current], ids[target])
+        );
+        assert_eq!(cluster.wait_for_leader(LEADER_TIMEOUT).await, target);
+        current = target;
+    }
+    // A follower cannot hand leadership over; the server says so as etcd does.
+    let follower = (current + 1) % 3;
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .arg(format!("--endpoints={}", cluster.members[follower].endpoint()))
+        .args(["move-leader", &format!("{:x}", ids[current])])
+        .output()
+        .expect("run kvctl");
+    assert!(!refused.status.success());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.await.expect("writer");
+    assert!(acknowledged > 0, "the writer never got a write through");
+    let mut client = kv(&cluster.members[current].client_url()).await;
+    let all = pb::RangeRequest {
+        key: b"w/".to_vec(),
+        range_end: common::prefix_end("w/"),
+        count_only: true,
+        ..Default::default()
+    };
+    let count = client.range(all).await.expect("count").into_inner().count;
+    assert!(count >= acknowledged as i64, "{count} stored < {acknowledged} acknowledged");
 }

@@ -30,6 +30,9 @@ pub struct StoreConfig {
     pub snapshot_count: u64,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
+    /// Backend bytes past which NOSPACE is raised (etcd's `--quota-backend-bytes`; 0 means
+    /// the default, `limits::BACKEND_BYTES_QUOTA`).
+    pub quota_backend_bytes: u64,
 }
 
 impl StoreConfig {
@@ -49,6 +52,7 @@ impl StoreConfig {
             snapshot_count: crate::limits::SNAPSHOT_LOGS_SINCE_LAST,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
+            quota_backend_bytes: 0,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Start a member with [`server::start`]; use it in-process through the [`Store`] handle, or
 //! over the network with any etcd v3 client.
 
+pub mod alarm;
 pub mod backup;
 pub mod config;
 pub mod engine;
@@ -24,4 +25,4 @@ pub mod watch;
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use node::Store;
-pub use server::{start, RunningStore, StartError};
+pub use server::{start, RunningStore, StartError, StopReason};

@@ -8,8 +8,11 @@ pub const GRPC_RECV_BYTES_MAX: usize = REQUEST_BYTES_MAX + 512 * 1024;
 pub const GRPC_SEND_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Operations in one txn, counted per branch as etcd does (`--max-txn-ops`).
 pub const TXN_OPS_MAX: usize = 128;
-/// Backend quota (etcd's `--quota-backend-bytes`), past which the NOSPACE alarm is raised.
-pub const BACKEND_BYTES_QUOTA: u64 = 8 * 1024 * 1024 * 1024;
+/// Default backend quota (etcd's `--quota-backend-bytes` default, 2 GiB), past which the
+/// NOSPACE alarm is raised.
+pub const BACKEND_BYTES_QUOTA: u64 = 2 * 1024 * 1024 * 1024;
+/// How long the quota check reuses a storage size it read.
+pub const QUOTA_SIZE_REFRESH_MS: u64 = 100;
 
 /// Client write requests waiting to be proposed; callers wait (backpressure) when full.
 pub const PROPOSAL_QUEUE_LEN_MAX: usize = 4096;

@@ -1,13 +1,15 @@
 //! Maintenance operations on the [`Store`] handle: HashKV and Hash (consistency checks),
-//! defragmentation, backups, and leadership transfer (which openraft 0.9 cannot do).
+//! defragmentation, backups, and leadership transfer.
 //!
 //! Each is served from this member's own state, as etcd serves them; long work (hashing,
 //! compaction of the files, building a backup) runs off the async runtime.
 
+use std::time::Duration;
+
 use crate::backup;
 use crate::error::StoreError;
 use crate::mvcc::{self, KvHash};
-use crate::node::Store;
+use crate::node::{Forwarded, Store};
 use crate::raft::NodeId;
 
 /// Why a leadership transfer was refused.
@@ -19,9 +21,11 @@ pub enum MoveLeaderError {
     /// The target is not a voting member (etcd's `ErrBadLeaderTransferee`).
     #[error("bad leader transferee")]
     BadTransferee,
-    /// openraft 0.9.25 has no leadership transfer; see docs/compatibility.md.
-    #[error("leadership transfer is not supported (openraft 0.9 has no transfer_leader)")]
-    NotSupported,
+    /// The target did not become leader in time (etcd's `ErrTimeoutLeaderTransfer`).
+    #[error("request timed out, leader transfer took too long")]
+    Timeout,
+    #[error("server stopped")]
+    Stopped,
 }
 
 impl Store {
@@ -68,10 +72,16 @@ impl Store {
         built.await.map_err(|e| StoreError::Internal(format!("backup task failed: {e}")))?
     }
 
-    /// etcd's MoveLeader. Checked as etcd checks it (only the leader may transfer; the target
-    /// must be a voter; a transfer to the current leader is done), then refused: openraft
-    /// 0.9.25 has no way to hand leadership over without an election that any member may win.
-    pub fn move_leader(&self, target: NodeId) -> Result<(), MoveLeaderError> {
+    /// etcd's MoveLeader, checked as etcd checks it (only the leader may transfer; the
+    /// target must be a voter; a transfer to the current leader is done at once).
+    ///
+    /// openraft 0.9 has no leadership transfer, so it is built from what it has: the leader
+    /// stops appending (new proposals wait) and sending heartbeats, waits until the target
+    /// holds its whole log, then until the followers' leader lease (an election timeout) has
+    /// run out, and tells the target to campaign (Raft's TimeoutNow). Followers time out a
+    /// whole election timeout later than their lease, so the target campaigns first, and its
+    /// log is at least as long as anyone's, so it wins unless a member is unreachable.
+    pub async fn move_leader(&self, target: NodeId) -> Result<(), MoveLeaderError> {
         let metrics = self.raft().metrics().borrow().clone();
         if metrics.current_leader != Some(self.member_id()) {
             return Err(MoveLeaderError::NotLeader);
@@ -82,6 +92,47 @@ impl Store {
         if target == self.member_id() {
             return Ok(());
         }
-        Err(MoveLeaderError::NotSupported)
+        let _closed = self.proposal_gate().write().await;
+        self.raft().runtime_config().heartbeat(false);
+        let transferred = self.hand_over(target).await;
+        self.raft().runtime_config().heartbeat(true);
+        transferred
+    }
+
+    async fn hand_over(&self, target: NodeId) -> Result<(), MoveLeaderError> {
+        let lease = Duration::from_millis(self.raft().config().election_timeout_max);
+        let heartbeat = Duration::from_millis(self.raft().config().heartbeat_interval);
+        let me = self.member_id();
+        let mut metrics = self.raft().metrics();
+        // Nothing new is appended now; wait for the target to hold everything there is.
+        let caught_up = metrics.wait_for(|m| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(&target).copied()).flatten();
+            m.current_leader != Some(me) || matched.map(|l| l.index) == m.last_log_index
+        });
+        match tokio::time::timeout(lease, caught_up).await {
+            Ok(Ok(m)) if m.current_leader == Some(me) => {}
+            Ok(Ok(_)) => return Err(MoveLeaderError::NotLeader),
+            Ok(Err(_)) => return Err(MoveLeaderError::Stopped),
+            Err(_) => return Err(MoveLeaderError::Timeout),
+        }
+        // The followers' lease was last renewed at most now; a heartbeat's worth of slack.
+        tokio::time::sleep(lease + heartbeat).await;
+        let told: Result<(), StoreError> = self.forward(target, &Forwarded::TimeoutNow).await;
+        if let Err(error) = told {
+            tracing::warn!(%error, target = %format!("{target:x}"), "leader transfer: not sent");
+            return Err(MoveLeaderError::Timeout);
+        }
+        let moved = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me));
+        let outcome = match tokio::time::timeout(2 * lease, moved).await {
+            Ok(Ok(m)) if m.current_leader == Some(target) => Ok(()),
+            Ok(Ok(_)) | Err(_) => Err(MoveLeaderError::Timeout),
+            Ok(Err(_)) => Err(MoveLeaderError::Stopped),
+        };
+        outcome
+    }
+
+    /// Campaigns at once, at a leader's request (see `move_leader`).
+    pub(crate) async fn campaign_now(&self) -> Result<(), StoreError> {
+        self.raft().trigger().elect().await.map_err(|e| StoreError::Internal(e.to_string()))
     }
 }

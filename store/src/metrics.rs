@@ -19,6 +19,7 @@ pub struct Metrics {
     pub wal_fsync_duration_seconds: Histogram,
     pub backend_commit_duration_seconds: Histogram,
     pub db_total_size_in_bytes: IntGauge,
+    pub storage_size_in_bytes: IntGauge,
     pub current_revision: IntGauge,
     pub watchers: IntGauge,
     pub slow_watchers: IntGauge,
@@ -86,7 +87,14 @@ impl Metrics {
                 "State machine batch commits",
                 seconds_buckets(),
             ),
-            db_total_size_in_bytes: gauge("db_total_size_in_bytes", "Storage size in bytes"),
+            db_total_size_in_bytes: gauge(
+                "db_total_size_in_bytes",
+                "Backend size in bytes (state machine; what the quota counts)",
+            ),
+            storage_size_in_bytes: gauge(
+                "storage_size_in_bytes",
+                "Bytes this member stores, the Raft log included",
+            ),
             current_revision: gauge("mvcc_current_revision", "Current MVCC revision"),
             watchers: gauge("watchers", "Watchers on this member"),
             slow_watchers: gauge("slow_watchers", "Watchers catching up from history"),

@@ -13,11 +13,13 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::alarm::{self, AlarmKind, AlarmMember, AlarmProposal};
+use crate::engine::Keyspace;
 use crate::error::StoreError;
 use crate::limits;
 use crate::metrics::Metrics;
-use crate::mvcc::{self, Overlay, RangeRequest, RangeResponse, RequestOp, WriteRequest};
-use crate::mvcc::{TxnRequest, WriteResponse};
+use crate::mvcc::WriteResponse;
+use crate::mvcc::{self, MvccError, Overlay, RangeRequest, RangeResponse, WriteRequest};
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::PeerMessage;
 use crate::raft::{
@@ -65,6 +67,11 @@ pub(crate) enum Forwarded {
     /// Served by `serve_forwarded_lease` (see `crate::lease`), never proposed as a write.
     Lease(crate::lease::LeaseRequest),
     Member(crate::membership::MemberChange),
+    /// Served by `serve_forwarded_alarm`; answers the alarm raised or cleared.
+    Alarm(AlarmProposal),
+    /// Sent by a leader handing leadership over to this member: campaign now (Raft's
+    /// TimeoutNow). Served by `campaign_now`.
+    TimeoutNow,
 }
 
 struct Pending {
@@ -81,6 +88,14 @@ struct Inner {
     proposals: mpsc::Sender<Pending>,
     metrics: Metrics,
     peers: Mutex<HashMap<NodeId, PeerClient<Channel>>>,
+    /// Backend bytes past which writes that need space raise NOSPACE and are refused.
+    quota_bytes: u64,
+    /// The last storage size read for the quota check, and when (reading it costs a few
+    /// RocksDB property lookups; writes reuse it for `QUOTA_SIZE_REFRESH_MS`).
+    size_for_quota: Mutex<Option<(Instant, u64)>>,
+    /// Held shared while submitting a proposal; a leadership transfer holds it exclusively so
+    /// nothing is appended (which would renew the followers' leader lease) while it waits.
+    proposal_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// An embedded watch: notifications for one watcher, cancelled when dropped.
@@ -116,9 +131,12 @@ impl Store {
         raft: Raft,
         state: StateMachineHandle,
         metrics: Metrics,
+        quota_bytes: u64,
     ) -> (Store, tokio::task::JoinHandle<()>) {
         let (proposals, queue) = mpsc::channel(limits::PROPOSAL_QUEUE_LEN_MAX);
-        let proposer = tokio::spawn(run_proposer(raft.clone(), queue, metrics.clone()));
+        let proposal_gate = Arc::new(tokio::sync::RwLock::new(()));
+        let proposer =
+            tokio::spawn(run_proposer(raft.clone(), queue, metrics.clone(), proposal_gate.clone()));
         let inner = Inner {
             member_id,
             cluster_id,
@@ -127,6 +145,9 @@ impl Store {
             proposals,
             metrics,
             peers: Mutex::new(HashMap::new()),
+            quota_bytes,
+            size_for_quota: Mutex::new(None),
+            proposal_gate,
         };
         (Store { inner: Arc::new(inner) }, proposer)
     }
@@ -137,6 +158,11 @@ impl Store {
 
     pub fn cluster_id(&self) -> u64 {
         self.inner.cluster_id
+    }
+
+    /// See `Inner::proposal_gate`.
+    pub(crate) fn proposal_gate(&self) -> &tokio::sync::RwLock<()> {
+        &self.inner.proposal_gate
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -202,10 +228,14 @@ impl Store {
     pub async fn write(&self, request: WriteRequest) -> Result<WriteResponse, StoreError> {
         mvcc::validate(&request)?;
         if let WriteRequest::Txn(txn) = &request {
-            if txn_is_read_only(txn) {
+            if alarm::txn_is_read_only(txn) {
                 self.read_barrier().await?;
                 return self.evaluate_locally(request).await;
             }
+        }
+        if alarm::needs_space(&request) {
+            let cost = bincode::serialized_size(&request).unwrap_or(0);
+            self.check_quota(cost).await?;
         }
         let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
         tokio::time::timeout_at(deadline, self.route_write(Forwarded::Kv(request), deadline))
@@ -265,6 +295,7 @@ impl Store {
             }
             Forwarded::Publish(attributes) => {
                 let proposal = Proposal::PublishMember(attributes.clone());
+                let _open = self.inner.proposal_gate.read().await;
                 match self.inner.raft.client_write(proposal).await {
                     Ok(_) => Ok(WriteResponse::Compaction(Default::default())),
                     Err(openraft::error::RaftError::APIError(
@@ -273,8 +304,8 @@ impl Store {
                     Err(error) => Err(StoreError::Internal(error.to_string())),
                 }
             }
-            Forwarded::Lease(_) => {
-                Err(StoreError::Internal("a lease request is not a write".into()))
+            Forwarded::Lease(_) | Forwarded::Alarm(_) | Forwarded::TimeoutNow => {
+                Err(StoreError::Internal("not a write request".into()))
             }
             Forwarded::Member(change) => {
                 self.change_members_on_leader(change.clone()).await?;
@@ -427,9 +458,121 @@ impl Store {
         }
     }
 
-    /// Approximate bytes the member's storage uses.
+    /// etcd's quota check, made by the member serving a write that needs space: past the
+    /// quota it raises NOSPACE for itself (replicated, so every member then refuses such
+    /// writes) and refuses the write.
+    pub(crate) async fn check_quota(&self, cost: u64) -> Result<(), StoreError> {
+        let size = {
+            let mut cached = self.inner.size_for_quota.lock().expect("quota size lock");
+            let now = Instant::now();
+            match *cached {
+                Some((at, size))
+                    if now.duration_since(at)
+                        < Duration::from_millis(limits::QUOTA_SIZE_REFRESH_MS) =>
+                {
+                    size
+                }
+                _ => {
+                    let size = self.db_size_bytes();
+                    *cached = Some((now, size));
+                    size
+                }
+            }
+        };
+        if size.saturating_add(cost) <= self.inner.quota_bytes {
+            return Ok(());
+        }
+        let raised = AlarmMember { member_id: self.inner.member_id, alarm: AlarmKind::NoSpace };
+        if !self.alarms().contains(&raised) {
+            // The write is refused either way; a failure to raise is retried by the next one.
+            let _ = self.route_alarm(AlarmProposal::Activate(raised)).await;
+        }
+        Err(MvccError::NoSpace.into())
+    }
+
+    /// Backend bytes past which NOSPACE is raised.
+    pub fn quota_bytes(&self) -> u64 {
+        self.inner.quota_bytes
+    }
+
+    /// The alarms as this member has applied them.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.inner.state.alarms.lock().expect("alarm set lock").iter().copied().collect()
+    }
+
+    /// Raises an alarm through Raft; answers it once applied.
+    pub async fn alarm_activate(&self, alarm: AlarmMember) -> Result<AlarmMember, StoreError> {
+        self.route_alarm(AlarmProposal::Activate(alarm))
+            .await?
+            .ok_or_else(|| StoreError::Internal("alarm activation without a result".into()))
+    }
+
+    /// Clears an alarm through Raft; answers it if it was raised.
+    pub async fn alarm_deactivate(
+        &self,
+        alarm: AlarmMember,
+    ) -> Result<Option<AlarmMember>, StoreError> {
+        self.route_alarm(AlarmProposal::Deactivate(alarm)).await
+    }
+
+    async fn route_alarm(
+        &self,
+        proposal: AlarmProposal,
+    ) -> Result<Option<AlarmMember>, StoreError> {
+        let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        let routed = async {
+            loop {
+                let leader = self.wait_for_leader(deadline).await?;
+                let result = if leader == self.inner.member_id {
+                    self.propose_alarm(proposal).await
+                } else {
+                    self.forward(leader, &Forwarded::Alarm(proposal)).await
+                };
+                match result {
+                    Err(StoreError::NotLeader) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, routed).await.map_err(|_| StoreError::Timeout)?
+    }
+
+    /// Serves an alarm change forwarded by a follower.
+    pub(crate) async fn serve_forwarded_alarm(
+        &self,
+        proposal: AlarmProposal,
+    ) -> Result<Option<AlarmMember>, StoreError> {
+        let timeout = Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+        tokio::time::timeout(timeout, self.propose_alarm(proposal))
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    async fn propose_alarm(
+        &self,
+        proposal: AlarmProposal,
+    ) -> Result<Option<AlarmMember>, StoreError> {
+        let _open = self.inner.proposal_gate.read().await;
+        match self.inner.raft.client_write(Proposal::Alarm(proposal)).await {
+            Ok(response) => Ok(response.data.alarm),
+            Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(StoreError::NotLeader)
+            }
+            Err(error) => Err(StoreError::Internal(error.to_string())),
+        }
+    }
+
+    /// Approximate bytes of the member's backend: the state machine's keyspaces, what etcd's
+    /// `dbSize` and quota count (the Raft log, etcd's WAL, is not counted).
     pub fn db_size_bytes(&self) -> u64 {
-        self.inner.state.engine.size_bytes()
+        self.inner.state.engine.size_bytes(&Keyspace::STATE_MACHINE)
+    }
+
+    /// Approximate bytes of everything the member stores, the Raft log included.
+    pub fn storage_size_bytes(&self) -> u64 {
+        self.inner.state.engine.size_bytes(&Keyspace::ALL)
     }
 
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
@@ -479,17 +622,14 @@ fn is_connect_failure(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable && status.message().contains("connect")
 }
 
-fn txn_is_read_only(txn: &TxnRequest) -> bool {
-    txn.success.iter().chain(&txn.failure).all(|op| match op {
-        RequestOp::Range(_) => true,
-        RequestOp::Txn(nested) => txn_is_read_only(nested),
-        RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
-    })
-}
-
 /// Folds queued client writes into Raft entries: while `PROPOSALS_IN_FLIGHT_MAX` entries are
 /// in flight the queue fills, and the next entry takes everything waiting (group commit).
-async fn run_proposer(raft: Raft, mut queue: mpsc::Receiver<Pending>, metrics: Metrics) {
+async fn run_proposer(
+    raft: Raft,
+    mut queue: mpsc::Receiver<Pending>,
+    metrics: Metrics,
+    gate: Arc<tokio::sync::RwLock<()>>,
+) {
     let in_flight = Arc::new(Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX));
     let mut carried: Option<Pending> = None;
     loop {
@@ -516,7 +656,10 @@ async fn run_proposer(raft: Raft, mut queue: mpsc::Receiver<Pending>, metrics: M
         let (requests, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.request, p.reply)).unzip();
         // Submitted in queue order; only the wait for the outcome runs concurrently.
-        let submitted = raft.client_write_ff(Proposal::Kv(requests)).await;
+        let submitted = {
+            let _open = gate.read().await;
+            raft.client_write_ff(Proposal::Kv(requests)).await
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let outcome = match submitted {

@@ -60,6 +60,8 @@ impl Peer for PeerService {
     ) -> Result<Response<PeerMessage>, Status> {
         match decode(request)? {
             Forwarded::Lease(lease) => reply(&self.store.serve_forwarded_lease(lease).await),
+            Forwarded::Alarm(alarm) => reply(&self.store.serve_forwarded_alarm(alarm).await),
+            Forwarded::TimeoutNow => reply(&self.store.campaign_now().await),
             forwarded => reply(&self.store.serve_forwarded(forwarded).await),
         }
     }

@@ -63,8 +63,20 @@ pub struct RunningStore {
     pub metrics_addresses: Vec<SocketAddr>,
     raft: Raft,
     stop: watch::Sender<bool>,
+    /// Becomes true once this member applied a membership that no longer includes it.
+    removed: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
     engine: std::sync::Weak<dyn KvEngine>,
+}
+
+/// Why a running member stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum StopReason {
+    #[error(
+        "this member ({0:x}) has been removed from the cluster; remove its data directory \
+         before adding it again"
+    )]
+    Removed(u64),
 }
 
 impl RunningStore {
@@ -95,17 +107,34 @@ impl RunningStore {
         }
     }
 
-    /// Waits until ctrl-c or SIGTERM, then shuts down.
-    pub async fn run_until_signal(self) {
+    /// Resolves once the member has applied a membership without itself (it was removed,
+    /// as etcd's `MemberRemove`); the member keeps running until shut down.
+    pub async fn removed(&self) -> StopReason {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            // The watcher ended (shutdown) without seeing a removal: never resolves.
+            std::future::pending::<()>().await;
+        }
+        StopReason::Removed(self.store.member_id())
+    }
+
+    /// Waits until ctrl-c or SIGTERM, or until this member is removed from the cluster, then
+    /// shuts down. A removal is returned as an error, as etcd exits when removed.
+    pub async fn run_until_signal(self) -> Result<(), StopReason> {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+        let outcome = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = terminate.recv() => Ok(()),
+            reason = self.removed() => Err(reason),
+        };
+        match &outcome {
+            Ok(()) => tracing::info!("shutting down"),
+            Err(reason) => tracing::error!(%reason, "shutting down"),
         }
-        tracing::info!("shutting down");
         self.shutdown().await;
+        outcome
     }
 }
 
@@ -197,10 +226,15 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    let quota = match config.quota_backend_bytes {
+        0 => crate::limits::BACKEND_BYTES_QUOTA,
+        bytes => bytes,
+    };
     let (store, proposer) =
-        Store::new(plan.member_id, plan.cluster_id, raft.clone(), handle, metrics.clone());
+        Store::new(plan.member_id, plan.cluster_id, raft.clone(), handle, metrics.clone(), quota);
 
     let (stop, stopped) = watch::channel(false);
+    let (removed_sender, removed) = watch::channel(false);
     let address = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
     let mut running = RunningStore {
         store: store.clone(),
@@ -209,6 +243,7 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
         metrics_addresses: metrics_listeners.iter().map(address).collect(),
         raft: raft.clone(),
         stop,
+        removed,
         tasks: vec![proposer],
         engine: Arc::downgrade(&engine),
     };
@@ -231,6 +266,7 @@ pub async fn start(config: StoreConfig) -> Result<RunningStore, StartError> {
         running.tasks.push(tokio::spawn(serve_metrics(listener, metrics.clone(), stopped.clone())));
     }
     running.tasks.push(tokio::spawn(track_raft_metrics(store.clone())));
+    running.tasks.push(tokio::spawn(watch_for_removal(store.clone(), removed_sender)));
     running.tasks.push(tokio::spawn(crate::lease::run_lease_driver(store.clone())));
     running.tasks.push(tokio::spawn(store.watch_hub().clone().run_syncer()));
     let attributes = MemberAttributes {
@@ -308,6 +344,32 @@ async fn serve_metrics(listener: TcpListener, metrics: Metrics, stopped: watch::
     }
 }
 
+/// Tells `removed` once this member has applied a membership that has members but not it
+/// (a member that joins with `existing` starts with an empty membership, which does not
+/// count).
+async fn watch_for_removal(store: Store, removed: watch::Sender<bool>) {
+    let mut raft_metrics = store.raft().metrics();
+    loop {
+        let is_removed = {
+            let m = raft_metrics.borrow_and_update();
+            let config = &m.membership_config;
+            let applied = config.log_id().is_some() && config.log_id() <= &m.last_applied;
+            let mut nodes = config.membership().nodes().peekable();
+            let has_members = nodes.peek().is_some();
+            applied && has_members && !nodes.any(|(id, _)| *id == store.member_id())
+        };
+        if is_removed {
+            let member = format!("{:x}", store.member_id());
+            tracing::warn!(%member, "this member was removed from the cluster");
+            let _ = removed.send(true);
+            return;
+        }
+        if raft_metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Mirrors openraft's metrics into Prometheus gauges and counters.
 async fn track_raft_metrics(store: Store) {
     let mut raft_metrics = store.raft().metrics();
@@ -330,6 +392,7 @@ async fn track_raft_metrics(store: Store) {
             if storage_read_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 storage_read_at = Some(std::time::Instant::now());
                 metrics.db_total_size_in_bytes.set(store.db_size_bytes() as i64);
+                metrics.storage_size_in_bytes.set(store.storage_size_bytes() as i64);
                 if let Ok(revision) = store.local_revision() {
                     metrics.current_revision.set(revision);
                 }

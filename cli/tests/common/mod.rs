@@ -63,12 +63,17 @@ impl Cluster {
 
     /// A reference cluster of Debian's etcd 3.4 (`etcd-server`, installed by `cargo xtask test`).
     pub fn start_etcd(prefix: &str, size: usize) -> Cluster {
+        Cluster::start_etcd_with(prefix, size, &[])
+    }
+
+    /// `start_etcd` with extra flags for every member.
+    pub fn start_etcd_with(prefix: &str, size: usize, extra_args: &[&str]) -> Cluster {
         let found = Command::new("etcd").arg("--version").output();
         assert!(
             found.is_ok_and(|o| o.status.success()),
             "etcd is not installed: `cargo xtask test` installs Debian's etcd-server"
         );
-        Cluster::start_server(Server::Etcd, prefix, size, &[])
+        Cluster::start_server(Server::Etcd, prefix, size, extra_args)
     }
 
     fn start_server(server: Server, prefix: &str, size: usize, extra_args: &[&str]) -> Cluster {
@@ -161,6 +166,26 @@ impl Cluster {
         self.initial_cluster.push_str(&format!(",{}={}", member.name, member.peer_url()));
         self.members.push(member);
         self.members.len() - 1
+    }
+
+    /// Waits up to `timeout` for member `i` to exit on its own; returns its exit status.
+    pub fn wait_for_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.members[i].child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().expect("poll member") {
+                self.members[i].child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL: no chance to flush anything.

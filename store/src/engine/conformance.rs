@@ -227,7 +227,7 @@ pub(crate) fn size_grows(engine: &dyn KvEngine) {
         batch.put(Keyspace::KvIndex, i.to_be_bytes().to_vec(), vec![1; 64]);
     }
     write(engine, batch);
-    assert!(engine.size_bytes() > 0);
+    assert!(engine.size_bytes(&Keyspace::ALL) > 0);
 }
 
 /// Defragmenting keeps every live entry and drops deleted ones, and a snapshot taken before

@@ -96,12 +96,13 @@ impl KvEngine for MemoryEngine {
         Ok(())
     }
 
-    fn size_bytes(&self) -> u64 {
+    fn size_bytes(&self, keyspaces: &[Keyspace]) -> u64 {
         let tables = self.current();
         let bytes: usize = tables
             .by_keyspace
-            .values()
-            .flat_map(|table| table.iter())
+            .iter()
+            .filter(|(keyspace, _)| keyspaces.contains(keyspace))
+            .flat_map(|(_, table)| table.iter())
             .map(|(key, value)| key.len() + value.len())
             .sum();
         bytes as u64

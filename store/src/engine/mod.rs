@@ -139,8 +139,8 @@ pub trait KvEngine: KvRead + Send + Sync + 'static {
     /// A consistent point-in-time view; later writes are invisible to it.
     fn snapshot(&self) -> Box<dyn KvRead + '_>;
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError>;
-    /// Approximate bytes used on disk (or in memory) by all keyspaces.
-    fn size_bytes(&self) -> u64;
+    /// Approximate bytes used on disk (or in memory) by these keyspaces.
+    fn size_bytes(&self, keyspaces: &[Keyspace]) -> u64;
     /// Rewrites storage to drop deleted data and reclaim space (etcd's defragment); contents
     /// are unchanged. May take long on a large store: call it off the async runtime.
     fn defragment(&self) -> Result<(), EngineError>;

@@ -8,9 +8,10 @@ use futures::Stream;
 use tonic::{Code, Request, Response, Status};
 
 use super::{convert, instrument};
+use crate::alarm::{AlarmKind, AlarmMember};
 use crate::limits;
 use crate::maintenance::MoveLeaderError;
-use crate::node::Store;
+use crate::node::{Store, StoreStatus};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
@@ -52,10 +53,11 @@ fn move_leader_status(error: MoveLeaderError) -> Status {
         MoveLeaderError::BadTransferee => {
             Status::new(Code::FailedPrecondition, "etcdserver: bad leader transferee")
         }
-        MoveLeaderError::NotSupported => Status::new(
-            Code::FailedPrecondition,
-            "skiff: move-leader is not supported: openraft 0.9 has no leadership transfer",
+        MoveLeaderError::Timeout => Status::new(
+            Code::DeadlineExceeded,
+            "etcdserver: request timed out, leader transfer took too long",
         ),
+        MoveLeaderError::Stopped => Status::new(Code::Unavailable, "etcdserver: server stopped"),
     }
 }
 
@@ -75,11 +77,11 @@ impl Maintenance for MaintenanceService {
                 raft_index: status.raft_index,
                 raft_term: status.raft_term,
                 raft_applied_index: status.raft_applied_index,
-                errors: Vec::new(),
+                errors: status_errors(&status, &self.store.alarms()),
                 db_size_in_use: status.db_size_bytes,
                 is_learner: status.is_learner,
                 storage_version: String::new(),
-                db_size_quota: limits::BACKEND_BYTES_QUOTA as i64,
+                db_size_quota: i64::try_from(self.store.quota_bytes()).unwrap_or(i64::MAX),
                 downgrade_info: None,
             }))
         })
@@ -144,28 +146,60 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         instrument(self.store.metrics(), "MoveLeader", async {
-            self.store.move_leader(request.into_inner().target_id).map_err(move_leader_status)?;
+            let target = request.into_inner().target_id;
+            self.store.move_leader(target).await.map_err(move_leader_status)?;
             let header = convert::header(self.store.header(self.store.local_revision()?));
             Ok(Response::new(pb::MoveLeaderResponse { header }))
         })
         .await
     }
 
-    /// Listing answers "no alarms" (the NOSPACE alarm is not raised yet); raising and
-    /// clearing alarms is not implemented.
+    /// Lists (linearizably), raises or clears alarms, as etcd's apply answers: a listing for
+    /// type NONE is every alarm; raising or clearing type NONE does nothing.
     async fn alarm(
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         instrument(self.store.metrics(), "Alarm", async {
-            if request.into_inner().action() != AlarmAction::Get {
-                return Err(Status::unimplemented("skiff: raising or clearing alarms"));
-            }
-            // etcd answers a listing without a header (`alarm list -w json` prints `{}`).
-            Ok(Response::new(pb::AlarmResponse { header: None, alarms: Vec::new() }))
+            let request = request.into_inner();
+            let kind = match request.alarm {
+                0 => None,
+                value => Some(AlarmKind::from_proto(value).ok_or_else(|| {
+                    Status::invalid_argument(format!("skiff: unknown alarm type {value}"))
+                })?),
+            };
+            let alarms = match (request.action(), kind) {
+                (AlarmAction::Get, _) => {
+                    self.store.read_barrier().await?;
+                    let all = self.store.alarms();
+                    all.into_iter().filter(|a| kind.is_none_or(|k| a.alarm == k)).collect()
+                }
+                (_, None) => Vec::new(),
+                (AlarmAction::Activate, Some(alarm)) => {
+                    let member = AlarmMember { member_id: request.member_id, alarm };
+                    vec![self.store.alarm_activate(member).await?]
+                }
+                (AlarmAction::Deactivate, Some(alarm)) => {
+                    let member = AlarmMember { member_id: request.member_id, alarm };
+                    self.store.alarm_deactivate(member).await?.into_iter().collect()
+                }
+            };
+            let alarms = alarms
+                .into_iter()
+                .map(|a| pb::AlarmMember { member_id: a.member_id, alarm: a.alarm.to_proto() })
+                .collect();
+            // etcd's apply answers without a header (`alarm list -w json` prints `{}`).
+            Ok(Response::new(pb::AlarmResponse { header: None, alarms }))
         })
         .await
     }
+}
+
+/// etcd 3.4's `errors` in a status answer: "no leader" when there is none, then every alarm
+/// in its protobuf text form.
+fn status_errors(status: &StoreStatus, alarms: &[AlarmMember]) -> Vec<String> {
+    let no_leader = (status.leader == 0).then(|| "etcdserver: no leader".to_string());
+    no_leader.into_iter().chain(alarms.iter().map(AlarmMember::to_string)).collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use crate::membership::MembershipError;
 use crate::mvcc::MvccError;
 
 const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
+const NO_SPACE: (Code, &str) =
+    (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded");
 
 pub fn to_status(error: &StoreError) -> Status {
     let (code, message): (Code, &str) = match error {
@@ -30,12 +32,14 @@ pub fn to_status(error: &StoreError) -> Status {
             MvccError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
             MvccError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
             MvccError::LeaseNotFound => LEASE_NOT_FOUND,
+            MvccError::NoSpace => NO_SPACE,
             other => return Status::internal(format!("etcdserver: {other}")),
         },
         StoreError::Lease(lease) => match lease {
             LeaseError::NotFound => LEASE_NOT_FOUND,
             LeaseError::Exists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
             LeaseError::TtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
+            LeaseError::NoSpace => NO_SPACE,
         },
         StoreError::Membership(change) => match change {
             MembershipError::MemberExists => {

@@ -87,6 +87,8 @@ impl Store {
         if ttl_seconds > LEASE_TTL_SECONDS_MAX {
             return Err(LeaseError::TtlTooLarge.into());
         }
+        // etcd counts a lease's bookkeeping as 64 bytes against the quota.
+        self.check_quota(64).await?;
         let id = if id == 0 { random_lease_id() } else { id };
         let ttl_seconds = ttl_seconds.max(self.lease_ttl_seconds_min());
         match self.route_lease(LeaseRequest::Grant { id, ttl_seconds }).await? {
@@ -245,6 +247,7 @@ impl Store {
 
     /// Proposes a grant or revoke on this member; returns the revision after it is applied.
     pub(crate) async fn propose_lease(&self, proposal: LeaseProposal) -> Result<i64, StoreError> {
+        let _open = self.proposal_gate().read().await;
         match self.raft().client_write(Proposal::Lease(proposal)).await {
             Ok(response) => match response.data.lease {
                 Some(result) => Ok(result?),

@@ -58,6 +58,9 @@ pub enum LeaseError {
     Exists,
     #[error("too large lease TTL")]
     TtlTooLarge,
+    /// A grant while a NOSPACE alarm is raised (or the quota is passed), as etcd refuses it.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
 }
 
 /// The shared table: written by the apply loop, read and renewed by the serving side.

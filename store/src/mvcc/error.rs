@@ -31,6 +31,9 @@ pub enum MvccError {
     /// `apply` (it owns the lease records); the error is here because it is a write's result.
     #[error("requested lease not found")]
     LeaseNotFound,
+    /// A write that needs space while a NOSPACE alarm is raised (or the quota is passed).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
     /// The storage backend failed; fatal to the request (and to the apply loop).
     #[error(transparent)]
     Engine(

@@ -59,6 +59,8 @@ pub enum Proposal {
     PublishMember(MemberAttributes),
     /// A lease grant or revoke (a revoke deletes the lease's keys in one revision).
     Lease(LeaseProposal),
+    /// Raising or clearing an alarm (NOSPACE refuses writes that need space on every member).
+    Alarm(crate::alarm::AlarmProposal),
 }
 
 impl std::fmt::Display for Proposal {
@@ -67,6 +69,7 @@ impl std::fmt::Display for Proposal {
             Proposal::Kv(requests) => write!(f, "kv({} requests)", requests.len()),
             Proposal::PublishMember(attributes) => write!(f, "publish({})", attributes.name),
             Proposal::Lease(proposal) => write!(f, "lease({proposal:?})"),
+            Proposal::Alarm(proposal) => write!(f, "alarm({proposal:?})"),
         }
     }
 }
@@ -77,6 +80,8 @@ impl std::fmt::Display for Proposal {
 pub struct ProposalResult {
     pub responses: Vec<Result<WriteResponse, MvccError>>,
     pub lease: Option<Result<i64, LeaseError>>,
+    /// For a `Proposal::Alarm`: the alarm raised or cleared (`None`: it was not raised).
+    pub alarm: Option<crate::alarm::AlarmMember>,
 }
 
 openraft::declare_raft_types!(

@@ -20,6 +20,7 @@ use super::{
     decode, encode, read_error, write_error, LogId, MemberAttributes, MemberNode, NodeId, Proposal,
     ProposalResult, StorageError, TypeConfig,
 };
+use crate::alarm::{self, SharedAlarms};
 use crate::engine::EngineError;
 use crate::engine::{Durability, Keyspace, KvEngine, KvRead, WriteBatch};
 use crate::lease::{self, LeaseProposal, LeaseTable, SharedLeaseTable};
@@ -63,6 +64,8 @@ pub struct StateMachine {
     watch_hub: Arc<WatchHub>,
     /// The lease set as applied (plus the leader's deadlines), updated after each batch.
     leases: SharedLeaseTable,
+    /// The raised alarms as applied, updated after each batch.
+    alarms: SharedAlarms,
 }
 
 /// What readers need to know about the applied state.
@@ -79,6 +82,7 @@ pub struct StateMachineHandle {
     pub applied: tokio::sync::watch::Receiver<AppliedState>,
     pub watch_hub: Arc<WatchHub>,
     pub leases: SharedLeaseTable,
+    pub alarms: SharedAlarms,
 }
 
 impl StateMachineHandle {
@@ -109,9 +113,12 @@ impl StateMachine {
         let watch_hub = Arc::new(WatchHub::new(engine.clone(), revision, metrics.clone()));
         let leases = SharedLeaseTable::default();
         reload_leases(&*engine, &leases)?;
+        let alarms = SharedAlarms::default();
+        reload_alarms(&*engine, &alarms)?;
         let machine = StateMachine {
             watch_hub,
             leases,
+            alarms,
             engine,
             metrics,
             snapshot_dir,
@@ -129,6 +136,7 @@ impl StateMachine {
             applied: self.applied.subscribe(),
             watch_hub: self.watch_hub.clone(),
             leases: self.leases.clone(),
+            alarms: self.alarms.clone(),
         }
     }
 
@@ -180,6 +188,13 @@ fn reload_leases(engine: &dyn KvEngine, leases: &SharedLeaseTable) -> Result<(),
     Ok(())
 }
 
+/// Replaces the in-memory alarm set with the stored one (start-up, snapshot install).
+fn reload_alarms(engine: &dyn KvEngine, alarms: &SharedAlarms) -> Result<(), StorageError> {
+    let stored = alarm::load(engine).map_err(|e| read_error(&e))?;
+    *alarms.lock().expect("alarm set lock") = stored;
+    Ok(())
+}
+
 /// Applies one lease proposal into the overlay; the table learns of it after the batch is
 /// written (`changes`).
 fn apply_lease_entry(
@@ -211,6 +226,7 @@ fn update_lease_table(table: &mut LeaseTable, changes: Vec<LeaseProposal>) {
 fn apply_entries(
     engine: &dyn KvEngine,
     leases: &SharedLeaseTable,
+    alarms: &SharedAlarms,
     entries: Vec<Entry>,
     commit_seconds: &prometheus::Histogram,
 ) -> Result<(Vec<ProposalResult>, AppliedState, Vec<Event>), StorageError> {
@@ -219,6 +235,9 @@ fn apply_entries(
     let mut events = Vec::new();
     let mut overlay = Overlay::new(engine);
     let mut results = Vec::with_capacity(entries.len());
+    // The batch's working copy: alarms raised earlier in the batch refuse later writes.
+    let mut alarm_set = alarms.lock().expect("alarm set lock").clone();
+    let alarms_before = alarm_set.clone();
     for entry in entries {
         let index = entry.log_id.index;
         if let Some(previous) = last_applied {
@@ -231,6 +250,10 @@ fn apply_entries(
             EntryPayload::Blank => {}
             EntryPayload::Normal(Proposal::Kv(requests)) => {
                 for request in &requests {
+                    if alarm::has_no_space(&alarm_set) && alarm::needs_space(request) {
+                        result.responses.push(Err(MvccError::NoSpace));
+                        continue;
+                    }
                     // Through the lease layer: it rejects unknown leases and tracks attachments.
                     let response =
                         lease::apply_kv(&mut overlay, request).map(|(response, applied)| {
@@ -248,6 +271,14 @@ fn apply_entries(
             }
             EntryPayload::Normal(Proposal::PublishMember(attributes)) => {
                 overlay.put(Keyspace::KvMeta, member_key(attributes.id), encode(&attributes));
+            }
+            EntryPayload::Normal(Proposal::Lease(LeaseProposal::Grant { .. }))
+                if alarm::has_no_space(&alarm_set) =>
+            {
+                result.lease = Some(Err(lease::LeaseError::NoSpace));
+            }
+            EntryPayload::Normal(Proposal::Alarm(proposal)) => {
+                result.alarm = alarm::apply(&mut overlay, &mut alarm_set, &proposal);
             }
             EntryPayload::Normal(Proposal::Lease(proposal)) => {
                 let outcome =
@@ -269,6 +300,9 @@ fn apply_entries(
     let _timer = commit_seconds.start_timer();
     engine.write(batch, Durability::Buffered).map_err(|e| write_error(&e))?;
     update_lease_table(&mut leases.lock().expect("lease table lock"), lease_changes);
+    if alarm_set != alarms_before {
+        *alarms.lock().expect("alarm set lock") = alarm_set;
+    }
     let log_index = last_applied.map_or(0, |l| l.index);
     Ok((results, AppliedState { log_index, revision }, events))
 }
@@ -380,8 +414,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let engine = self.engine.clone();
         let commit_seconds = self.metrics.backend_commit_duration_seconds.clone();
         let leases = self.leases.clone();
+        let alarms = self.alarms.clone();
         let (results, applied, events) = tokio::task::spawn_blocking(move || {
-            apply_entries(&*engine, &leases, entries, &commit_seconds)
+            apply_entries(&*engine, &leases, &alarms, entries, &commit_seconds)
         })
         .await
         .expect("apply task panicked")?;
@@ -417,6 +452,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied.send_replace(AppliedState { log_index, revision });
         self.watch_hub.reset_after_snapshot(revision);
         reload_leases(&*self.engine, &self.leases)?;
+        reload_alarms(&*self.engine, &self.alarms)?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot_file(&stored)?;
         *self.current_snapshot.lock().expect("snapshot lock") = Some(stored);
