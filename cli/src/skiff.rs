@@ -1,4 +1,6 @@
-//! `skiff`: runs Skiff's servers. `skiff store` is one store member with etcd's flags.
+//! `skiff`: runs Skiff's servers. `skiff store` is one store member with etcd's flags;
+//! `skiff master` is a control-plane node: a store member (or external store endpoints) and
+//! the API server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +21,31 @@ struct Cli {
 enum Command {
     /// Run one store member (an etcd v3 API server).
     Store(StoreFlags),
+    /// Run a control-plane node: an embedded store member and the Kubernetes API server.
+    Master(MasterFlags),
+}
+
+/// kube-apiserver's flags where they exist, plus the embedded member's store flags.
+#[derive(Args)]
+struct MasterFlags {
+    #[command(flatten)]
+    store: StoreFlags,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: std::net::IpAddr,
+    /// HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Static bearer tokens: lines of `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Use these etcd v3 endpoints (a `skiff store` cluster or etcd) instead of an embedded
+    /// member.
+    #[arg(long, value_delimiter = ',')]
+    store_endpoints: Vec<String>,
+    /// Extra names and IPs for the API server's certificate.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,6 +146,44 @@ async fn run_store(flags: StoreFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
+    let data_dir = flags.store.data_dir.clone();
+    let (backend, embedded) = if flags.store_endpoints.is_empty() {
+        let running = store::start(flags.store.into_config()?).await?;
+        (control_plane::storage::Backend::Embedded(running.store.clone()), Some(running))
+    } else {
+        (control_plane::storage::Backend::remote(&flags.store_endpoints)?, None)
+    };
+    let mut hosts = Vec::new();
+    if flags.bind_address.is_unspecified() {
+        hosts.push("127.0.0.1".to_string());
+    } else {
+        hosts.push(flags.bind_address.to_string());
+    }
+    hosts.push("localhost".to_string());
+    hosts.extend(flags.tls_san);
+    let config = control_plane::apiserver::server::ApiServerConfig {
+        listen: std::net::SocketAddr::new(flags.bind_address, flags.secure_port),
+        data_dir,
+        hosts,
+        token_auth_file: flags.token_auth_file,
+    };
+    let api = control_plane::apiserver::server::start(config, backend).await?;
+    let kubeconfig = api.admin_kubeconfig.display().to_string();
+    tracing::info!(address = %api.address, %kubeconfig, "master ready");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    api.shutdown().await;
+    if let Some(running) = embedded {
+        running.shutdown().await;
+    }
+    Ok(())
+}
+
 /// The `skiff` binary's entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -133,6 +198,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Store(flags) => run_store(flags).await,
+            Command::Master(flags) => run_master(flags).await,
         }
     });
     match result {

@@ -1,1 +1,7 @@
 //! Control plane: object model, API server, scheduler, controllers and client (issue 5 on).
+
+pub mod apiserver;
+pub mod limits;
+pub mod pki;
+pub mod resources;
+pub mod storage;

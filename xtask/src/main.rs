@@ -114,8 +114,27 @@ fn up(root: &Path, args: &[String]) -> Result<()> {
         .args(args))
 }
 
+/// Python packages the compatibility tests drive (the official Kubernetes client), pinned.
+const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[("kubernetes", "kubernetes==37.0.2")];
+
+/// Installs missing Python packages with pip (into the Python that `python3` runs).
+fn install_python_packages() -> Result<()> {
+    for (module, requirement) in TEST_PYTHON_PACKAGES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            eprintln!("xtask: installing {requirement} with pip");
+            run(Command::new("python3").args(["-m", "pip", "install", "--quiet", requirement]))?;
+        }
+    }
+    Ok(())
+}
+
 fn test(root: &Path, args: &[String]) -> Result<()> {
     install_packages(&[BUILD_PACKAGES, TEST_PACKAGES].concat())?;
+    install_python_packages()?;
     run(cargo().current_dir(root).args(["build", "-p", "cli", "--bins"]))?;
     run(cargo().current_dir(root).args(["test", "--workspace"]).args(args))?;
     tidy(root)

@@ -5,7 +5,7 @@
 //! store's, this layer only translates.
 
 mod cluster;
-mod convert;
+pub mod convert;
 mod kv;
 mod lease;
 mod maintenance;

@@ -1,0 +1,375 @@
+//! The real `kubectl` (1.32, default validation) and the official Python client against
+//! `skiff master`: discovery, create/apply/get/watch/patch/label/scale/delete, Tables, and
+//! authentication and RBAC refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Master {
+    child: Child,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+}
+
+impl Master {
+    /// Starts `skiff master` with an embedded store on `ip`, API server on `ip:6443`.
+    fn start(ip: &str, extra: &[&str]) -> Master {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("master.log")).expect("log");
+        let data = dir.path().join("data");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("master")
+            .args(["--name", "m1"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &format!("http://{ip}:2379")])
+            .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
+            .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{ip}:2380")])
+            .args(["--bind-address", ip, "--secure-port", "6443"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff master");
+        let kubeconfig = data.join("admin.kubeconfig");
+        let master =
+            Master { child, dir, kubeconfig, cache: tempfile::tempdir().expect("cache dir") };
+        master.wait_ready();
+        master
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.kubeconfig.exists() {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                if out.0 && out.1 == "ok" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "master not ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("kubectl");
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            // kubectl on PATH dispatches on /version and caches it: a fresh cache per master.
+            .env("KUBECACHEDIR", self.cache.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs kubectl; returns (success, stdout trimmed, stderr).
+    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        self.kubectl_stdin(args, "")
+    }
+
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = self.command(args).spawn().expect("run kubectl");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        let output = child.wait_with_output().expect("kubectl output");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (output.status.success(), text(&output.stdout).trim_end().to_string(), text(&output.stderr))
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.kubectl(args);
+        assert!(
+            ok,
+            "kubectl {args:?} failed:\n{stdout}\n{stderr}\n--- master log ---\n{}",
+            self.log()
+        );
+        stdout
+    }
+
+    fn apply(&self, manifest: &str) -> String {
+        let (ok, stdout, stderr) = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(ok, "kubectl apply failed:\n{stdout}\n{stderr}\n{}", self.log());
+        stdout
+    }
+
+    fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        env:
+        - {name: A, value: '1'}
+";
+
+#[test]
+fn kubectl_manages_objects_with_default_validation() {
+    let master = Master::start("127.0.80.1", &[]);
+    // The dispatcher picks kubectl 1.32 from the server's version.
+    let version = master.ok(&["version", "-o", "json"]);
+    let version: serde_json::Value = serde_json::from_str(&version).expect("version JSON");
+    assert_eq!(version["serverVersion"]["minor"], "32");
+    assert!(version["clientVersion"]["gitVersion"].as_str().unwrap_or("").starts_with("v1.32"));
+
+    let resources = master.ok(&["api-resources", "--no-headers"]);
+    for expected in ["pods", "deployments", "clusterrolebindings", "leases", "namespaces"] {
+        assert!(
+            resources.lines().any(|l| l.starts_with(expected)),
+            "{expected} missing:\n{resources}"
+        );
+    }
+    assert!(resources.lines().any(|l| l.starts_with("deployments") && l.contains("deploy")));
+
+    // Namespaces made at bootstrap, in kubectl's usual table.
+    let namespaces = master.ok(&["get", "namespaces"]);
+    assert!(namespaces.starts_with("NAME"), "{namespaces}");
+    assert!(namespaces.lines().any(|l| l.starts_with("kube-system") && l.contains("Active")));
+
+    // Apply: created, unchanged, configured.
+    assert_eq!(master.apply(DEPLOYMENT), "deployment.apps/web created");
+    assert_eq!(master.apply(DEPLOYMENT), "deployment.apps/web unchanged");
+    let changed =
+        DEPLOYMENT.replace("nginx:1.25", "nginx:1.26").replace("value: '1'", "value: '2'");
+    assert_eq!(master.apply(&changed), "deployment.apps/web configured");
+    let container = "{.spec.template.spec.containers[0]";
+    let fields =
+        format!("jsonpath={container}.image}} {container}.env[0].value}} {{.metadata.generation}}");
+    let image = master.ok(&["get", "deploy", "web", "-o", &fields]);
+    assert_eq!(image, "nginx:1.26 2 2");
+
+    // Strict validation: an unknown field is refused by the server.
+    let typo = DEPLOYMENT
+        .replace("replicas: 2", "replicas: 2\n  replicaz: 3")
+        .replace("name: web", "name: typo");
+    let (ok, _, stderr) = master.kubectl_stdin(&["apply", "-f", "-"], &typo);
+    assert!(!ok);
+    assert!(stderr.contains("unknown field \"spec.replicaz\""), "{stderr}");
+
+    // Scale and the three patch types.
+    assert_eq!(
+        master.ok(&["scale", "deploy", "web", "--replicas=3"]),
+        "deployment.apps/web scaled"
+    );
+    assert_eq!(master.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+    master.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"a":"b"}}}"#,
+    ]);
+    master.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+    ]);
+    master.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.27"}]}}}}"#,
+    ]);
+    let fields = format!(
+        "jsonpath={{.metadata.annotations.a}} {{.spec.replicas}} {container}.image}} \
+         {container}.env[0].name}}"
+    );
+    let patched = master.ok(&["get", "deploy", "web", "-o", &fields]);
+    assert_eq!(
+        patched, "b 4 nginx:1.27 A",
+        "strategic merge keeps the env of the merged container"
+    );
+
+    // Pods: create, Table columns, label selectors, watch, delete.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, labels: {app: db}}\n\
+               spec:\n  containers: [{name: c, image: busybox}]\n";
+    let (ok, stdout, stderr) = master.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(stdout, "pod/p1 created");
+    let (ok, _, stderr) = master.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(!ok);
+    assert!(
+        stderr.contains("AlreadyExists") && stderr.contains("pods \"p1\" already exists"),
+        "{stderr}"
+    );
+    let pods = master.ok(&["get", "pods"]);
+    let mut lines = pods.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(&row[..4], ["p1", "0/1", "Pending", "0"]);
+    assert_eq!(master.ok(&["label", "pod", "p1", "tier=backend"]), "pod/p1 labeled");
+    assert_eq!(master.ok(&["get", "pods", "-l", "tier=backend", "-o", "name"]), "pod/p1");
+    assert_eq!(master.ok(&["get", "pods", "-l", "tier=frontend", "-o", "name"]), "");
+
+    let mut watcher =
+        master.command(&["get", "pods", "-w", "--no-headers"]).spawn().expect("watch");
+    let stdout = watcher.stdout.take().expect("watch stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = lines_rx.recv_timeout(Duration::from_secs(20)).expect("watch lists p1 first");
+    assert!(first.starts_with("p1 "), "{first}");
+    let (ok, _, stderr) = master.kubectl_stdin(&["create", "-f", "-"], &pod.replace("p1", "p2"));
+    assert!(ok, "{stderr}");
+    let seen = lines_rx.recv_timeout(Duration::from_secs(20)).expect("watch sees p2");
+    assert!(seen.starts_with("p2 "), "{seen}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    assert_eq!(master.ok(&["delete", "pod", "p2"]), "pod \"p2\" deleted");
+    let (ok, _, stderr) = master.kubectl(&["get", "pod", "p2"]);
+    assert!(!ok);
+    assert!(stderr.contains("Error from server (NotFound): pods \"p2\" not found"), "{stderr}");
+    let described = master.ok(&["describe", "pod", "p1"]);
+    assert!(described.contains("Name:") && described.contains("p1"), "{described}");
+    assert!(master.ok(&["explain", "pods.spec.containers.image"]).contains("image"));
+}
+
+#[test]
+fn unauthenticated_and_unauthorized_requests_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "bob-token,bob,1001,\"developers\"\n").expect("token file");
+    let master =
+        Master::start("127.0.80.2", &["--token-auth-file", tokens.to_str().expect("utf-8")]);
+    // Users of the same cluster without the admin's certificate.
+    for (user, token) in [("stranger", "wrong"), ("bob", "bob-token")] {
+        master.ok(&["config", "set-credentials", user, &format!("--token={token}")]);
+        master.ok(&["config", "set-context", user, "--cluster=skiff", &format!("--user={user}")]);
+    }
+    let (ok, _, stderr) = master.kubectl(&["--context=stranger", "get", "pods"]);
+    assert!(!ok);
+    // kubectl's wording for a 401.
+    assert!(stderr.contains("You must be logged in to the server"), "{stderr}");
+    // No credentials at all (kubectl would prompt for them): a plain HTTPS request.
+    let ca = master.kubeconfig_path().parent().expect("data dir").join("pki/ca.crt");
+    let anonymous = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg("https://127.0.80.2:6443/api/v1/namespaces/default/pods")
+        .output()
+        .expect("curl");
+    let status: serde_json::Value = serde_json::from_slice(&anonymous.stdout).expect("a Status");
+    assert_eq!(
+        (status["code"].as_i64(), status["reason"].as_str()),
+        (Some(401), Some("Unauthorized"))
+    );
+    // A known user without a binding: 403 naming the user, verb and resource.
+    let (ok, _, stderr) = master.kubectl(&["--context=bob", "get", "pods"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" \
+             in the namespace \"default\""
+        ),
+        "{stderr}"
+    );
+    // Bound to view in one namespace: reads there, nothing else.
+    let binding = r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "bob-view", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "bob"}]}"#;
+    let (ok, _, stderr) = master.kubectl_stdin(&["apply", "-f", "-"], binding);
+    assert!(ok, "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, stderr) = master.kubectl(&["--context=bob", "get", "pods"]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "binding never took effect: {stderr}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, _, stderr) = master.kubectl(&["--context=bob", "-n", "kube-system", "get", "pods"]);
+    assert!(!ok && stderr.contains("Forbidden"), "{stderr}");
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}}"#;
+    let (ok, _, stderr) = master.kubectl_stdin(&["--context=bob", "create", "-f", "-"], pod);
+    assert!(!ok && stderr.contains("cannot create resource \"pods\""), "{stderr}");
+}
+
+#[test]
+fn the_python_client_lists_watches_and_creates() {
+    let master = Master::start("127.0.80.3", &[]);
+    let script = r#"
+import sys
+from kubernetes import client, config, watch
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+print("version", client.VersionApi().get_code().minor)
+pod = {"metadata": {"name": "py"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+created = v1.create_namespaced_pod("default", pod)
+print("created", created.metadata.name, created.status.phase)
+print("listed", [p.metadata.name for p in v1.list_namespaced_pod("default").items])
+w = watch.Watch()
+for event in w.stream(v1.list_namespaced_pod, "default", timeout_seconds=5):
+    print("event", event["type"], event["object"].metadata.name)
+    w.stop()
+try:
+    v1.read_namespaced_pod("absent", "default")
+except client.exceptions.ApiException as e:
+    print("error", e.status)
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(master.kubeconfig_path())
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        master.log()
+    );
+    assert_eq!(
+        stdout,
+        "version 32\ncreated py Pending\nlisted ['py']\nevent ADDED py\nerror 404\n"
+    );
+}

@@ -1,0 +1,126 @@
+//! What a fresh cluster has before anyone writes: the system namespaces and Kubernetes'
+//! default roles (cluster-admin, admin, edit, view, system:node) with their bindings.
+
+use serde_json::{json, Value};
+
+use super::server::ApiServer;
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] =
+    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+fn cluster_role(name: &str, rules: Vec<Value>) -> (String, Value) {
+    let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "rules": rules});
+    (format!("/registry/clusterroles/{name}"), object)
+}
+
+fn binding(name: &str, role: &str, group: &str) -> (String, Value) {
+    let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]});
+    (format!("/registry/clusterrolebindings/{name}"), object)
+}
+
+fn namespace(name: &str) -> (String, Value) {
+    let object = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+    (format!("/registry/namespaces/{name}"), object)
+}
+
+fn defaults() -> Vec<(String, Value)> {
+    let workloads = [
+        "pods",
+        "services",
+        "endpoints",
+        "configmaps",
+        "secrets",
+        "serviceaccounts",
+        "events",
+        "deployments",
+        "replicasets",
+        "daemonsets",
+        "controllerrevisions",
+        "deployments/scale",
+        "replicasets/scale",
+        "pods/log",
+    ];
+    vec![
+        namespace("default"),
+        namespace("kube-system"),
+        namespace("kube-public"),
+        namespace("kube-node-lease"),
+        cluster_role(
+            "cluster-admin",
+            vec![rule(&["*"], &["*"], &["*"]), json!({"nonResourceURLs": ["*"], "verbs": ["*"]})],
+        ),
+        cluster_role(
+            "admin",
+            vec![
+                rule(&["", "apps", "coordination.k8s.io"], &workloads, WRITE),
+                rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], WRITE),
+                rule(&[""], &["resourcequotas", "limitranges"], READ),
+            ],
+        ),
+        cluster_role(
+            "edit",
+            vec![
+                rule(&["", "apps", "coordination.k8s.io"], &workloads, WRITE),
+                rule(&[""], &["resourcequotas", "limitranges"], READ),
+            ],
+        ),
+        cluster_role(
+            "view",
+            vec![rule(
+                &["", "apps"],
+                &[
+                    "pods",
+                    "services",
+                    "endpoints",
+                    "configmaps",
+                    "serviceaccounts",
+                    "events",
+                    "deployments",
+                    "replicasets",
+                    "daemonsets",
+                    "resourcequotas",
+                    "limitranges",
+                    "namespaces",
+                ],
+                READ,
+            )],
+        ),
+        // What a node agent needs (Kubernetes also limits it to its own objects by admission).
+        cluster_role(
+            "system:node",
+            vec![
+                rule(&[""], &["nodes"], &["create", "get", "list", "watch", "update", "patch"]),
+                rule(&[""], &["nodes/status", "pods/status"], &["patch", "update"]),
+                rule(&[""], &["pods", "services", "endpoints", "configmaps", "secrets"], READ),
+                rule(&[""], &["events"], &["create", "patch", "update"]),
+                rule(&["coordination.k8s.io"], &["leases"], &["create", "get", "update", "patch"]),
+            ],
+        ),
+        binding("cluster-admin", "cluster-admin", "system:masters"),
+        binding("system:node", "system:node", "system:nodes"),
+    ]
+}
+
+/// Creates what is missing (never overwrites what an operator changed).
+pub async fn ensure_defaults(server: &ApiServer) {
+    for (key, mut object) in defaults() {
+        object["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        object["metadata"]["creationTimestamp"] = json!(super::objects::timestamp());
+        let bytes = serde_json::to_vec(&object).expect("JSON");
+        if let Err(error) = server.backend.create(key.as_bytes(), bytes, 0).await {
+            tracing::warn!(%key, %error, "could not create a default object; retried on restart");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The API server: Kubernetes REST semantics over the store.
+
+pub mod admission;
+pub mod auth;
+pub mod bootstrap;
+pub mod discovery;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod table;
