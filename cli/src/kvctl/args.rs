@@ -83,6 +83,13 @@ pub enum Command {
     Lease(super::lease::LeaseCommand),
     /// Watches events stream on keys or prefixes
     Watch(super::watch::WatchArgs),
+    /// Alarm related commands
+    #[command(subcommand)]
+    Alarm(super::alarm::AlarmCommand),
+    /// Acquires a named lock
+    Lock(super::lock::LockArgs),
+    /// Observes and participates in leader election
+    Elect(super::elect::ElectArgs),
 }
 
 /// `get [options] <key> [range_end]`

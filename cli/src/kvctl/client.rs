@@ -79,6 +79,16 @@ impl Client {
         self.call_on(&self.targets, request).await
     }
 
+    /// Connects for a long-running command, as clientv3 dials for etcdctl: failing with the
+    /// dial timeout's error when no endpoint answers in time.
+    pub async fn dial(&self) -> Result<Channel, Failure> {
+        let rounds = u32::try_from(self.targets.len()).unwrap_or(u32::MAX);
+        let connecting = connect(&self.targets, self.dial_timeout);
+        tokio::time::timeout(self.dial_timeout * rounds, connecting)
+            .await
+            .map_err(|_elapsed| Failure::deadline_exceeded())
+    }
+
     /// As [`Client::call`], restricted to `targets`.
     pub async fn call_on<T, F, Fut>(&self, targets: &[Target], request: F) -> Result<T, Failure>
     where

@@ -78,6 +78,9 @@ pub async fn run(cli: Cli) -> Report {
         Command::Snapshot(command) => snapshot::run(&client, printer, &command).await.into(),
         Command::Lease(command) => super::lease::run(&client, printer, &command).await.into(),
         Command::Watch(args) => super::watch::run(&client, printer, &args).await.into(),
+        Command::Alarm(command) => super::alarm::run(&client, printer, &command).await.into(),
+        Command::Lock(args) => super::lock::run(&client, printer, &args).await.into(),
+        Command::Elect(args) => super::elect::run(&client, printer, &args).await.into(),
     }
 }
 

@@ -5,15 +5,21 @@
 //! Layout: `args` (flags), `request` and `txn` (pure request building and txn input parsing),
 //! `client` (connecting, deadlines), `command` (drivers), `print` with `json`, `table` and
 //! `golang` (pure output formatting in etcdctl's exact bytes), `failure` (errors, exit codes),
-//! `maintenance` (endpoint hashkv, defrag, move-leader) and `snapshot` (save, status, restore).
+//! `maintenance` (endpoint hashkv, defrag, move-leader) and `snapshot` (save, status, restore),
+//! `watch` and `watch_interactive`, `alarm`, and `lock` and `elect` over `concurrency` (etcd's
+//! client-side session, mutex and election recipes).
 
+mod alarm;
 mod args;
 mod client;
 mod command;
+mod concurrency;
+mod elect;
 mod failure;
 mod golang;
 mod json;
 mod lease;
+mod lock;
 mod maintenance;
 mod member;
 mod print;
@@ -22,6 +28,7 @@ mod snapshot;
 mod table;
 mod txn;
 mod watch;
+mod watch_interactive;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -66,6 +66,14 @@ impl Output {
     fn line(text: String) -> Self {
         Self::stdout(format!("{text}\n").into_bytes())
     }
+
+    /// Writes the output at once, for long-running commands that print as they go.
+    pub fn write_now(&self) {
+        // A closed pipe is not worth an error (as in `main`).
+        let _ = std::io::stderr().write_all(&self.stderr);
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&self.stdout).and_then(|()| stdout.flush());
+    }
 }
 
 /// One endpoint's answer to `endpoint status` (etcdctl's `epStatus`).

@@ -2,18 +2,21 @@
 //! they come (simple: type, then prev key/value, then key/value; json: each response as
 //! clientv3's `WatchResponse`), until interrupted or cancelled by the server.
 
-use std::io::Write as _;
-
 use clap::{ArgAction, Args};
 use store::proto::etcdserverpb::watch_client::WatchClient;
 use store::proto::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest, WatchResponse};
 use store::proto::mvccpb;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
 use super::client::{self, Client};
 use super::failure::{ExitStatus, Failure};
 use super::json::{self, Object};
 use super::print::{Format, Output, Printer};
 use super::request::prefix_range_end;
+
+/// Watch requests (creates, progress requests) queued for the stream at most.
+const WATCH_REQUESTS_QUEUED_MAX: usize = 16;
 
 /// `watch [options] [key or prefix] [range_end]`
 #[derive(Args, Debug)]
@@ -31,8 +34,15 @@ pub struct WatchArgs {
     )]
     pub prev_kv: bool,
     /// Revision to start watching
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub rev: i64,
+    /// Interactive mode: read `watch [options] <key or prefix> [range_end]` and `progress`
+    /// lines from standard input
+    #[arg(
+        short, long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", default_value_t = false
+    )]
+    pub interactive: bool,
     #[arg(value_name = "KEY")]
     pub args: Vec<String>,
 }
@@ -61,22 +71,13 @@ pub async fn run(client: &Client, printer: Printer, args: &WatchArgs) -> Result<
     if matches!(printer.format, Format::Table | Format::Fields | Format::Protobuf) {
         return Err(printer.format.unsupported());
     }
+    if args.interactive {
+        return super::watch_interactive::run(client, printer).await;
+    }
     let create = create_request(args)?;
     let channel = client::connect(&client.targets, client.dial_timeout).await;
-    // The create request goes in before the call: a server answers a stream's headers only
-    // with its first response.
-    let (requests, queue) = tokio::sync::mpsc::channel(1);
-    let request =
-        WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) };
-    let _ = requests.send(request).await;
-    let _keep_open = &requests;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(queue);
-    let mut responses = WatchClient::new(channel)
-        .watch(stream)
-        .await
-        .map_err(|status| Failure::from_status(&status))?
-        .into_inner();
-    // `requests` stays open for the whole watch: closing it would end the stream.
+    let (_requests, mut responses) = open_stream(channel, create).await?;
+    // `_requests` stays open for the whole watch: closing it would end the stream.
     loop {
         let response = match responses.message().await {
             Ok(Some(response)) => response,
@@ -91,22 +92,66 @@ pub async fn run(client: &Client, printer: Printer, args: &WatchArgs) -> Result<
         if response.created && response.events.is_empty() {
             continue;
         }
+        render(printer, &response).write_now();
         if response.canceled {
-            let reason = if response.compact_revision != 0 {
-                "etcdserver: mvcc: required revision has been compacted".to_string()
-            } else {
-                response.cancel_reason.clone()
-            };
-            eprintln!("watch was canceled ({reason})");
             return Err(Failure::new(ExitStatus::Interrupted, "watch is canceled by the server"));
         }
-        let printed = match printer.format {
-            Format::Json => format!("{}\n", json_response(&response)).into_bytes(),
-            _ => simple_events(printer, &response.events),
-        };
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&printed).and_then(|()| stdout.flush());
     }
+}
+
+/// Opens a watch stream whose first request is `create`; returns the stream's request queue
+/// (the stream ends when it is dropped) and its responses.
+pub(super) async fn open_stream(
+    channel: Channel,
+    create: WatchCreateRequest,
+) -> Result<(mpsc::Sender<WatchRequest>, tonic::Streaming<WatchResponse>), Failure> {
+    // The create request goes in before the call: a server answers a stream's headers only
+    // with its first response.
+    let (requests, queue) = mpsc::channel(WATCH_REQUESTS_QUEUED_MAX);
+    let request =
+        WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) };
+    let _ = requests.send(request).await;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(queue);
+    let responses = WatchClient::new(channel)
+        .watch(stream)
+        .await
+        .map_err(|status| Failure::from_status(&status))?
+        .into_inner();
+    Ok((requests, responses))
+}
+
+/// Why a watch was cancelled, as clientv3's `WatchResponse.Err()` says it.
+pub(super) fn cancel_reason(response: &WatchResponse) -> String {
+    if response.compact_revision != 0 {
+        "etcdserver: mvcc: required revision has been compacted".to_string()
+    } else if response.cancel_reason.is_empty() {
+        "etcdserver: mvcc: required revision is a future revision".to_string()
+    } else {
+        response.cancel_reason.clone()
+    }
+}
+
+/// What etcdctl's `printWatchCh` prints for one response to one watcher: a cancellation on
+/// stderr, a progress notification, then the events in the output format.
+pub(super) fn render(printer: Printer, response: &WatchResponse) -> Output {
+    let mut output = Output::default();
+    if response.canceled {
+        output.stderr = format!("watch was canceled ({})\n", cancel_reason(response)).into_bytes();
+    }
+    let revision = response.header.as_ref().map_or(0, |header| header.revision);
+    let progress_notify = response.events.is_empty()
+        && !response.canceled
+        && !response.created
+        && response.compact_revision == 0
+        && revision != 0;
+    if progress_notify {
+        output.stdout = format!("progress notify: {revision}\n").into_bytes();
+    }
+    match printer.format {
+        Format::Json => output.stdout.extend(format!("{}\n", json_response(response)).bytes()),
+        _ => output.stdout.extend(simple_events(printer, &response.events)),
+    }
+    output
 }
 
 /// etcdctl's simple watch printer.
@@ -126,11 +171,12 @@ fn simple_events(printer: Printer, events: &[mvccpb::Event]) -> Vec<u8> {
 }
 
 /// clientv3's `WatchResponse` through Go's encoding/json: exported fields without tags, so
-/// `CompactRevision`, `Canceled` and `Created` are always present and `Events` may be null.
+/// `CompactRevision`, `Canceled` and `Created` are always present; clientv3 always makes the
+/// `Events` slice, so none is `[]`.
 fn json_response(response: &WatchResponse) -> String {
-    let header = json::header(&response.header).unwrap_or_else(|| "null".into());
+    let header = json::header(&response.header).unwrap_or_else(|| "{}".into());
     let events = if response.events.is_empty() {
-        "null".to_string()
+        "[]".to_string()
     } else {
         let items: Vec<String> = response
             .events
