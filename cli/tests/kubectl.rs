@@ -269,6 +269,36 @@ fn kubectl_manages_objects_with_default_validation() {
     let described = master.ok(&["describe", "pod", "p1"]);
     assert!(described.contains("Name:") && described.contains("p1"), "{described}");
     assert!(master.ok(&["explain", "pods.spec.containers.image"]).contains("image"));
+
+    // Prometheus can scrape the API server: promtool accepts its exposition.
+    let metrics = master.ok(&["get", "--raw", "/metrics"]);
+    for series in [
+        "apiserver_request_total{code=\"201\",resource=\"pods\",verb=\"create\"}",
+        "apiserver_request_duration_seconds_bucket",
+        "apiserver_storage_request_duration_seconds_bucket{operation=\"txn\"",
+        "apiserver_watch_cache_objects{resource=\"pods\"}",
+        "apiserver_registered_watchers{resource=\"pods\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by cargo xtask test (Debian's prometheus)");
+    // `ok` trims the output; the exposition format ends with a newline.
+    let exposition = format!("{metrics}\n");
+    promtool.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
 
 #[test]
@@ -334,6 +364,56 @@ fn unauthenticated_and_unauthorized_requests_are_refused() {
     assert!(!ok && stderr.contains("cannot create resource \"pods\""), "{stderr}");
 }
 
+/// Service-account tokens from the TokenRequest subresource authenticate as the account,
+/// RBAC applies to them, and deleting the account revokes them.
+#[test]
+fn service_account_tokens_authenticate_until_the_account_is_deleted() {
+    let master = Master::start("127.0.80.7", &[]);
+    master
+        .apply(r#"{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}"#);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let request = dir.path().join("request.json");
+    std::fs::write(
+        &request,
+        r#"{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}}"#,
+    )
+    .expect("write");
+    let path = "/api/v1/namespaces/default/serviceaccounts/robot/token";
+    let issued = master.ok(&["create", "--raw", path, "-f", request.to_str().expect("utf-8")]);
+    let issued: serde_json::Value = serde_json::from_str(&issued).expect("TokenRequest JSON");
+    assert_eq!(issued["kind"], "TokenRequest");
+    let token = issued["status"]["token"].as_str().expect("a token").to_string();
+    master.ok(&["config", "set-credentials", "robot", &format!("--token={token}")]);
+    master.ok(&["config", "set-context", "robot", "--cluster=skiff", "--user=robot"]);
+    let (ok, _, stderr) = master.kubectl(&["--context=robot", "get", "pods"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("User \"system:serviceaccount:default:robot\" cannot list"),
+        "{stderr}"
+    );
+    let binding = r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "robot-view", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}]}"#;
+    master.apply(binding);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !master.kubectl(&["--context=robot", "get", "pods"]).0 {
+        assert!(Instant::now() < deadline, "the binding never applied to the token");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    master.ok(&["delete", "serviceaccount", "robot"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, stderr) = master.kubectl(&["--context=robot", "get", "pods"]);
+        if !ok && stderr.contains("You must be logged in") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the token outlived its account: {stderr}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn the_python_client_lists_watches_and_creates() {
     let master = Master::start("127.0.80.3", &[]);
@@ -372,4 +452,114 @@ except client.exceptions.ApiException as e:
         stdout,
         "version 32\ncreated py Pending\nlisted ['py']\nevent ADDED py\nerror 404\n"
     );
+}
+
+#[test]
+fn admission_enforces_limit_ranges_quotas_and_namespace_lifecycle() {
+    let master = Master::start("127.0.80.4", &[]);
+    let setup = "apiVersion: v1
+kind: Namespace
+metadata: {name: q}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: q, namespace: q}
+spec:
+  hard: {pods: '1', limits.cpu: '2'}
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {name: cpu, namespace: q}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m}
+    max: {cpu: '1'}
+";
+    master.apply(setup);
+    let pod = |name: &str, cpu: Option<&str>| {
+        let resources =
+            cpu.map_or(String::new(), |c| format!(", resources: {{limits: {{cpu: '{c}'}}}}"));
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: q}}\nspec:\n  \
+             containers: [{{name: c, image: busybox{resources}}}]\n"
+        )
+    };
+    // Both admission caches must have seen the quota and the range.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let too_big = loop {
+        let (ok, _, stderr) = master.kubectl_stdin(&["create", "-f", "-"], &pod("big", Some("2")));
+        if !ok {
+            break stderr;
+        }
+        master.ok(&["delete", "pod", "big", "-n", "q"]);
+        assert!(Instant::now() < deadline, "the LimitRange never applied");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(too_big.contains("maximum cpu usage per Container is 1, but limit is 2"), "{too_big}");
+    let (ok, stdout, stderr) = master.kubectl_stdin(&["create", "-f", "-"], &pod("a", None));
+    assert!(ok, "{stdout}{stderr}");
+    let resources = "{.spec.containers[0].resources";
+    let fields = format!("jsonpath={resources}.limits.cpu}} {resources}.requests.cpu}}");
+    let defaulted = master.ok(&["get", "pod", "a", "-n", "q", "-o", &fields]);
+    assert_eq!(defaulted, "500m 500m", "LimitRange defaults, request from limit");
+    let (ok, _, stderr) = master.kubectl_stdin(&["create", "-f", "-"], &pod("b", None));
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "pods \"b\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, \
+             limited: pods=1"
+        ),
+        "{stderr}"
+    );
+    let used =
+        master.ok(&["get", "resourcequota", "q", "-n", "q", "-o", "jsonpath={.status.used.pods}"]);
+    assert_eq!(used, "1");
+
+    // Deleting a namespace deletes what is in it, then the namespace; kubectl waits for it.
+    assert_eq!(
+        master.ok(&["delete", "namespace", "q", "--timeout=30s"]),
+        "namespace \"q\" deleted"
+    );
+    let (ok, _, stderr) = master.kubectl(&["get", "namespace", "q"]);
+    assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+    let (ok, _, stderr) = master.kubectl_stdin(&["create", "-f", "-"], &pod("late", None));
+    assert!(!ok && stderr.contains("namespaces \"q\" not found"), "{stderr}");
+}
+
+/// `--store-endpoints` runs the API server on a real etcd 3.4, where the objects are
+/// Kubernetes' JSON under `/registry`.
+#[test]
+fn the_api_server_runs_on_a_real_etcd() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ip = "127.0.80.5";
+    let client = format!("http://{ip}:2379");
+    let mut etcd = Command::new("etcd")
+        .args(["--name", "e1"])
+        .arg("--data-dir")
+        .arg(dir.path().join("etcd"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
+        .args(["--initial-advertise-peer-urls", &format!("http://{ip}:2380")])
+        .args(["--initial-cluster", &format!("e1=http://{ip}:2380")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd is installed by cargo xtask test");
+    // The embedded member's flags are unused with --store-endpoints; its ports stay free.
+    let master = Master::start("127.0.80.6", &["--store-endpoints", &client]);
+    assert_eq!(master.apply(DEPLOYMENT), "deployment.apps/web created");
+    assert_eq!(master.ok(&["get", "deploy", "-o", "name"]), "deployment.apps/web");
+    let stored = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &client, "get", "/registry/deployments/default/web"])
+        .args(["--print-value-only"])
+        .output()
+        .expect("etcdctl");
+    let object: serde_json::Value = serde_json::from_slice(&stored.stdout).expect("JSON in etcd");
+    assert_eq!(object["metadata"]["name"], "web");
+    assert_eq!(object["spec"]["replicas"], 2);
+    drop(master);
+    let _ = etcd.kill();
+    let _ = etcd.wait();
 }

@@ -3,5 +3,6 @@
 pub mod apiserver;
 pub mod limits;
 pub mod pki;
+pub mod quantity;
 pub mod resources;
 pub mod storage;

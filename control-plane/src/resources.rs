@@ -11,6 +11,8 @@ pub enum Subresource {
     Scale,
     Binding,
     Log,
+    /// `serviceaccounts/<name>/token`: TokenRequest.
+    Token,
 }
 
 impl Subresource {
@@ -20,6 +22,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Token => "token",
         }
     }
 }
@@ -146,7 +149,7 @@ pub static RESOURCES: &[Resource] = &[
         "io.k8s.api.core.v1.Event", short: ["ev"], categories: [], sub: [], status: false),
     resource!("", "v1", ServiceAccount, "serviceaccounts", "serviceaccount", true,
         core::ServiceAccount, "io.k8s.api.core.v1.ServiceAccount", short: ["sa"],
-        categories: [], sub: [], status: false),
+        categories: [], sub: [Token], status: false),
     resource!("", "v1", ConfigMap, "configmaps", "configmap", true, core::ConfigMap,
         "io.k8s.api.core.v1.ConfigMap", short: ["cm"], categories: [], sub: [], status: false),
     resource!("", "v1", Secret, "secrets", "secret", true, core::Secret,

@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages the build needs: a C++ toolchain for RocksDB, libclang for its bindings.
 const BUILD_PACKAGES: &[&str] = &["build-essential", "libclang-dev", "pkg-config"];
-/// Debian packages the tests use: etcd's own client and server as references.
-const TEST_PACKAGES: &[&str] = &["etcd-client", "etcd-server"];
+/// Debian packages the tests use: etcd's own client and server as references, and Prometheus
+/// (its `promtool` checks every component's `/metrics`).
+const TEST_PACKAGES: &[&str] = &["etcd-client", "etcd-server", "prometheus"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -4,19 +4,24 @@
 
 use serde_json::{json, Value};
 
+use super::auth::User;
 use super::objects::Target;
 use super::server::ApiServer;
 use super::status::ApiError;
+use crate::quantity::Quantity;
 use crate::resources::{Resource, RESOURCES};
 use crate::storage::Backend;
+use crate::storage::Swap;
 
 /// Checks and defaults a new object before it is stored.
 pub async fn admit_create(
     server: &ApiServer,
+    user: &User,
     resource: &Resource,
     target: &Target,
     object: &mut Value,
 ) -> Result<(), ApiError> {
+    restrict_node(user, resource, object)?;
     if resource.namespaced {
         let namespace = target.namespace.as_deref().unwrap_or("default");
         let key = format!("/registry/namespaces/{namespace}");
@@ -37,7 +42,299 @@ pub async fn admit_create(
         }
     }
     default(resource, object);
-    validate(resource, object)
+    if resource.kind == "Pod" {
+        let namespace = target.namespace.as_deref().unwrap_or("default");
+        apply_limit_ranges(server, namespace, object)?;
+        validate(resource, object)?;
+        charge_quotas(server, namespace, resource, object).await
+    } else {
+        validate(resource, object)?;
+        if resource.namespaced {
+            let namespace = target.namespace.as_deref().unwrap_or("default");
+            charge_quotas(server, namespace, resource, object).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Kubernetes' NodeRestriction: a node's credentials (`system:node:<name>` in group
+/// `system:nodes`) may only write its own Node, its own Lease, and pods bound to it.
+pub fn restrict_node(user: &User, resource: &Resource, object: &Value) -> Result<(), ApiError> {
+    if !user.is_in("system:nodes") {
+        return Ok(());
+    }
+    let Some(node) = user.name.strip_prefix("system:node:") else {
+        return Err(ApiError::forbidden_message(format!(
+            "node credentials must be named system:node:<name>, not {:?}",
+            user.name
+        )));
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    let own = match resource.kind {
+        "Node" | "Lease" => name == node,
+        "Pod" => object["spec"]["nodeName"].as_str() == Some(node),
+        _ => true,
+    };
+    if own {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden_message(format!(
+            "{} \"{name}\" is forbidden: node \"{node}\" may only modify its own {} objects",
+            resource.plural, resource.kind
+        )))
+    }
+}
+
+/// The containers of a pod (init containers included).
+fn containers_mut(pod: &mut Value) -> Vec<&mut Value> {
+    let spec = &mut pod["spec"];
+    let mut all = Vec::new();
+    if let Some(object) = spec.as_object_mut() {
+        for (field, list) in object.iter_mut() {
+            if field == "containers" || field == "initContainers" {
+                if let Some(list) = list.as_array_mut() {
+                    all.extend(list.iter_mut());
+                }
+            }
+        }
+    }
+    all
+}
+
+fn quantity(value: &Value) -> Option<Quantity> {
+    match value {
+        Value::String(text) => Quantity::parse(text).ok(),
+        Value::Number(n) => Quantity::parse(&n.to_string()).ok(),
+        _ => None,
+    }
+}
+
+fn pod_forbidden(pod: &str, why: &str) -> ApiError {
+    ApiError::forbidden_message(format!("pods \"{pod}\" is forbidden: {why}"))
+}
+
+/// LimitRange admission: defaults each container's requests and limits from the
+/// namespace's `Container` limit ranges, then enforces their min and max.
+fn apply_limit_ranges(
+    server: &ApiServer,
+    namespace: &str,
+    pod: &mut Value,
+) -> Result<(), ApiError> {
+    let ranges: Vec<_> = server
+        .cache("limitranges")
+        .all_objects()
+        .into_iter()
+        .filter(|r| r["metadata"]["namespace"] == namespace)
+        .collect();
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    for range in &ranges {
+        for limit in range["spec"]["limits"].as_array().into_iter().flatten() {
+            if limit["type"] != "Container" {
+                continue;
+            }
+            for container in containers_mut(pod) {
+                for (field, defaults) in [("limits", "default"), ("requests", "defaultRequest")] {
+                    if let Some(defaults) = limit[defaults].as_object() {
+                        for (name, value) in defaults {
+                            if container["resources"][field][name].is_null() {
+                                container["resources"][field][name] = value.clone();
+                            }
+                        }
+                    }
+                }
+                // A request left unset defaults to the limit, as Kubernetes does.
+                let limits =
+                    container["resources"]["limits"].as_object().cloned().unwrap_or_default();
+                for (name, value) in limits {
+                    if container["resources"]["requests"][&name].is_null() {
+                        container["resources"]["requests"][&name] = value;
+                    }
+                }
+                for (name, max) in limit["max"].as_object().into_iter().flatten() {
+                    let (Some(max), Some(used)) =
+                        (quantity(max), quantity(&container["resources"]["limits"][name]))
+                    else {
+                        if quantity(max).is_some() {
+                            let max = max.as_str().unwrap_or("");
+                            let why = format!(
+                                "maximum {name} usage per Container is {max}.  No limit is \
+                                 specified"
+                            );
+                            return Err(pod_forbidden(&pod_name, &why));
+                        }
+                        continue;
+                    };
+                    if used > max {
+                        let (max, used) = (max.render(), used.render());
+                        let why = format!(
+                            "maximum {name} usage per Container is {max}, but limit is {used}"
+                        );
+                        return Err(pod_forbidden(&pod_name, &why));
+                    }
+                }
+                for (name, min) in limit["min"].as_object().into_iter().flatten() {
+                    let (Some(min), Some(used)) =
+                        (quantity(min), quantity(&container["resources"]["requests"][name]))
+                    else {
+                        continue;
+                    };
+                    if used < min {
+                        let (min, used) = (min.render(), used.render());
+                        let why = format!(
+                            "minimum {name} usage per Container is {min}, but request is {used}"
+                        );
+                        return Err(pod_forbidden(&pod_name, &why));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one pod counts against a quota for `resource` (`requests.cpu`, `pods`, ...).
+fn pod_usage(pod: &Value, resource: &str) -> Quantity {
+    let sum = |field: &str, name: &str| {
+        let containers = pod["spec"]["containers"].as_array().into_iter().flatten();
+        Quantity(
+            containers.filter_map(|c| quantity(&c["resources"][field][name])).map(|q| q.0).sum(),
+        )
+    };
+    match resource {
+        "pods" | "count/pods" => Quantity(1000),
+        "cpu" | "requests.cpu" => sum("requests", "cpu"),
+        "memory" | "requests.memory" => sum("requests", "memory"),
+        "limits.cpu" => sum("limits", "cpu"),
+        "limits.memory" => sum("limits", "memory"),
+        _ => Quantity(0),
+    }
+}
+
+/// The object-count quota name of a kind (`count/deployments.apps`, `services`, ...).
+fn counts_against(resource: &Resource, quota_resource: &str) -> bool {
+    let group =
+        if resource.group.is_empty() { String::new() } else { format!(".{}", resource.group) };
+    quota_resource == format!("count/{}{group}", resource.plural)
+        || resource.group.is_empty()
+            && matches!(
+                resource.plural,
+                "services" | "configmaps" | "secrets" | "resourcequotas" | "pods"
+            )
+            && quota_resource == resource.plural
+}
+
+/// One quota resource an admission would exceed.
+struct Exceeded {
+    resource: String,
+    requested: Quantity,
+    used: Quantity,
+    limit: Quantity,
+}
+
+/// ResourceQuota admission: refuses an object that would take its namespace past a quota's
+/// hard limits; otherwise records the new usage in the quota's status by compare-and-swap,
+/// which serializes concurrent admissions against the same quota.
+async fn charge_quotas(
+    server: &ApiServer,
+    namespace: &str,
+    resource: &Resource,
+    object: &Value,
+) -> Result<(), ApiError> {
+    let quotas: Vec<_> = server
+        .cache("resourcequotas")
+        .all_objects()
+        .into_iter()
+        .filter(|q| q["metadata"]["namespace"] == namespace)
+        .collect();
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let live_pods: Vec<_> = server
+        .cache("pods")
+        .all_objects()
+        .into_iter()
+        .filter(|p| p["metadata"]["namespace"] == namespace)
+        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .collect();
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    for quota in quotas {
+        let quota_name = quota["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let hard = quota["spec"]["hard"].as_object().cloned().unwrap_or_default();
+        let mut used = serde_json::Map::new();
+        let mut exceeded = Vec::new();
+        for (quota_resource, limit) in &hard {
+            let Some(limit) = quantity(limit) else { continue };
+            let (current, requested) = if resource.kind == "Pod"
+                && !quota_resource.starts_with("count/")
+                || quota_resource == "count/pods"
+            {
+                let current: i128 = live_pods.iter().map(|p| pod_usage(p, quota_resource).0).sum();
+                (
+                    Quantity(current),
+                    if resource.kind == "Pod" {
+                        pod_usage(object, quota_resource)
+                    } else {
+                        Quantity(0)
+                    },
+                )
+            } else {
+                let cache = RESOURCES.iter().find(|r| counts_against(r, quota_resource));
+                let current = cache.map_or(0, |r| {
+                    server
+                        .cache(r.plural)
+                        .all_objects()
+                        .iter()
+                        .filter(|o| o["metadata"]["namespace"] == namespace)
+                        .count()
+                });
+                let requested = if counts_against(resource, quota_resource) { 1000 } else { 0 };
+                (Quantity(current as i128 * 1000), Quantity(requested))
+            };
+            if requested.0 > 0 && current.0 + requested.0 > limit.0 {
+                exceeded.push(Exceeded {
+                    resource: quota_resource.clone(),
+                    requested,
+                    used: current,
+                    limit,
+                });
+            }
+            used.insert(quota_resource.clone(), json!(Quantity(current.0 + requested.0).render()));
+        }
+        if !exceeded.is_empty() {
+            let part = |pick: fn(&Exceeded) -> Quantity| {
+                let each = exceeded.iter().map(|e| format!("{}={}", e.resource, pick(e).render()));
+                each.collect::<Vec<_>>().join(",")
+            };
+            return Err(ApiError::forbidden_message(format!(
+                "{} \"{name}\" is forbidden: exceeded quota: {quota_name}, requested: {}, used: \
+                 {}, limited: {}",
+                resource.plural,
+                part(|e| e.requested),
+                part(|e| e.used),
+                part(|e| e.limit),
+            )));
+        }
+        record_quota_usage(server, namespace, &quota_name, &hard, used).await?;
+    }
+    Ok(())
+}
+
+async fn record_quota_usage(
+    server: &ApiServer,
+    namespace: &str,
+    quota: &str,
+    hard: &serde_json::Map<String, Value>,
+    used: serde_json::Map<String, Value>,
+) -> Result<(), ApiError> {
+    let key = format!("/registry/resourcequotas/{namespace}/{quota}");
+    let (Some(kv), _) = server.backend.get(key.as_bytes()).await? else { return Ok(()) };
+    let mut object: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+    object["status"] = json!({"hard": hard, "used": used});
+    let bytes = serde_json::to_vec(&object).expect("JSON");
+    match server.backend.update(key.as_bytes(), kv.mod_revision, bytes).await? {
+        Swap::Done { .. } => Ok(()),
+        Swap::Refused { .. } => Err(ApiError::conflict("resourcequotas", quota)),
+    }
 }
 
 /// Kubernetes' refusal of a pod update that changes more than it allows.
@@ -47,7 +344,13 @@ const POD_UPDATE_FORBIDDEN: &str = "spec: Forbidden: pod updates may not change 
     `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
 /// Checks an update against what Kubernetes treats as immutable.
-pub fn admit_update(resource: &Resource, current: &Value, desired: &Value) -> Result<(), ApiError> {
+pub fn admit_update(
+    user: &User,
+    resource: &Resource,
+    current: &Value,
+    desired: &Value,
+) -> Result<(), ApiError> {
+    restrict_node(user, resource, current)?;
     let name = current["metadata"]["name"].as_str().unwrap_or("");
     let immutable: &[&str] = match resource.kind {
         "Deployment" | "ReplicaSet" | "DaemonSet" => &["selector"],
@@ -196,6 +499,23 @@ fn validate(resource: &Resource, object: &Value) -> Result<(), ApiError> {
             }
             _ => causes.push(format!("{at}.containers: Required value")),
         };
+    let pod_spec = match resource.kind {
+        "Pod" => Some(&object["spec"]),
+        "Deployment" | "ReplicaSet" | "DaemonSet" => Some(&object["spec"]["template"]["spec"]),
+        _ => None,
+    };
+    for container in pod_spec.and_then(|s| s["containers"].as_array()).into_iter().flatten() {
+        for field in ["requests", "limits"] {
+            for (name, value) in container["resources"][field].as_object().into_iter().flatten() {
+                if quantity(value).is_none() {
+                    causes.push(format!(
+                        "resources.{field}[{name}]: Invalid value: {value}: quantities must match \
+                         the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                    ));
+                }
+            }
+        }
+    }
     match resource.kind {
         "Pod" => check_containers(&object["spec"], "spec", &mut causes),
         "Deployment" | "ReplicaSet" | "DaemonSet" => {

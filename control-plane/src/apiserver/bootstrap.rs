@@ -1,6 +1,8 @@
 //! What a fresh cluster has before anyone writes: the system namespaces and Kubernetes'
 //! default roles (cluster-admin, admin, edit, view, system:node) with their bindings.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::server::ApiServer;
@@ -113,14 +115,18 @@ fn defaults() -> Vec<(String, Value)> {
     ]
 }
 
-/// Creates what is missing (never overwrites what an operator changed).
+/// Creates what is missing (never overwrites what an operator changed), retrying while the
+/// store is unreachable; the server reports ready (`/readyz`) only after this.
 pub async fn ensure_defaults(server: &ApiServer) {
     for (key, mut object) in defaults() {
         object["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         object["metadata"]["creationTimestamp"] = json!(super::objects::timestamp());
         let bytes = serde_json::to_vec(&object).expect("JSON");
-        if let Err(error) = server.backend.create(key.as_bytes(), bytes, 0).await {
-            tracing::warn!(%key, %error, "could not create a default object; retried on restart");
+        let mut pause = Duration::from_millis(100);
+        while let Err(error) = server.backend.create(key.as_bytes(), bytes.clone(), 0).await {
+            tracing::warn!(%key, %error, "cannot create a default object yet; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -198,11 +198,7 @@ pub fn api_group(group: &str) -> Option<Value> {
     if group.is_empty() {
         return None;
     }
-    let document = group_document(group)?;
-    let mut value = to_value(&document);
-    value["kind"] = json!("APIGroup");
-    value["apiVersion"] = json!("v1");
-    Some(value)
+    group_document(group).map(|document| to_value(&document))
 }
 
 fn group_document(group: &str) -> Option<APIGroup> {
@@ -305,6 +301,12 @@ fn subresource_facts(resource: &Resource, subresource: Subresource) -> Subresour
             version: "v1",
             kind: "Scale",
             verbs: READ_WRITE,
+        },
+        Subresource::Token => SubresourceFacts {
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
         },
     }
 }

@@ -11,3 +11,4 @@ pub mod selectors;
 pub mod server;
 pub mod status;
 pub mod table;
+pub mod tokens;

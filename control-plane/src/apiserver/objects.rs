@@ -193,6 +193,11 @@ async fn serve_inner(
             let object = decode_body(&headers, &body)?;
             create(server, user, target, object, &pairs).await
         }
+        ("POST", Some(name), Some("token")) => {
+            let (headers, body) = read_body(request).await?;
+            let token_request = decode_body(&headers, &body)?;
+            issue_token(server, target, name, &token_request).await
+        }
         ("POST", Some(name), Some("binding")) => {
             let (headers, body) = read_body(request).await?;
             let binding = decode_body(&headers, &body)?;
@@ -201,7 +206,7 @@ async fn serve_inner(
         ("PUT", Some(name), sub) => {
             let (headers, body) = read_body(request).await?;
             let object = decode_body(&headers, &body)?;
-            update(server, target, name, sub, Some(object), None, &pairs).await
+            update(server, user, target, name, sub, Change::Replace(object), &pairs).await
         }
         ("PATCH", Some(name), sub) => {
             let (headers, body) = read_body(request).await?;
@@ -213,7 +218,8 @@ async fn serve_inner(
                     "server-side apply (application/apply-patch+yaml)",
                 ));
             }
-            update(server, target, name, sub, None, Some((patch_type, body)), &pairs).await
+            let change = Change::Patch(patch_type, body);
+            update(server, user, target, name, sub, change, &pairs).await
         }
         ("DELETE", Some(name), None) => {
             let (headers, body) = read_body(request).await?;
@@ -241,7 +247,11 @@ fn now_seconds() -> i64 {
 
 /// RFC 3339 UTC timestamp with seconds, as Kubernetes writes `metav1.Time`.
 pub(crate) fn timestamp() -> String {
-    let seconds = now_seconds();
+    format_timestamp(now_seconds())
+}
+
+/// RFC 3339 UTC rendering of Unix seconds.
+pub(crate) fn format_timestamp(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let rem = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
@@ -719,7 +729,7 @@ async fn create(
     if resource.has_status {
         metadata.insert("generation".into(), json!(1));
     }
-    super::admission::admit_create(server, resource, &target, &mut object).await?;
+    super::admission::admit_create(server, user, resource, &target, &mut object).await?;
     let (object, warnings) = normalize(resource, &object, pairs)?;
     if dry_run(pairs) {
         return Ok(with_warnings(json_response(StatusCode::CREATED, &object), &warnings));
@@ -746,16 +756,26 @@ async fn event_lease(server: &ApiServer) -> i64 {
 }
 
 /// PUT (with `replacement`) or PATCH (with `patch`) of an object or its status or scale.
+/// What an update asks for: a whole new object (PUT) or a patch (PATCH).
+enum Change {
+    Replace(Value),
+    Patch(PatchType, Vec<u8>),
+}
+
 async fn update(
     server: &ApiServer,
+    user: &User,
     target: &Target,
     name: &str,
     subresource: Option<&str>,
-    replacement: Option<Value>,
-    patch: Option<(PatchType, Vec<u8>)>,
+    change: Change,
     pairs: &[(String, String)],
 ) -> Result<Response<Body>, ApiError> {
     let resource = target.resource;
+    let (replacement, patch) = match change {
+        Change::Replace(object) => (Some(object), None),
+        Change::Patch(patch_type, bytes) => (None, Some((patch_type, bytes))),
+    };
     for _ in 0..CONFLICT_RETRIES_MAX {
         let (current, mod_revision) = get_object(server, target, name).await?;
         let mut desired = match (&replacement, &patch, subresource) {
@@ -830,7 +850,7 @@ async fn update(
             }
             _ => {}
         }
-        super::admission::admit_update(resource, &current, &desired)?;
+        super::admission::admit_update(user, resource, &current, &desired)?;
         let (mut desired, warnings) = normalize(resource, &desired, pairs)?;
         metadata_mut(&mut desired).remove("resourceVersion");
         if dry_run(pairs) {
@@ -920,6 +940,51 @@ fn with_scale(current: &Value, scale: &Value) -> Result<Value, ApiError> {
         object["metadata"]["resourceVersion"] = json!(rv);
     }
     Ok(object)
+}
+
+/// `serviceaccounts/<name>/token` (TokenRequest): a signed token for the account.
+async fn issue_token(
+    server: &ApiServer,
+    target: &Target,
+    name: &str,
+    request: &Value,
+) -> Result<Response<Body>, ApiError> {
+    use super::tokens::{ServiceAccountClaims, EXPIRATION_SECONDS_MIN};
+    use super::tokens::{EXPIRATION_SECONDS_DEFAULT, EXPIRATION_SECONDS_MAX};
+    let (account, _) = get_object(server, target, name).await?;
+    let seconds =
+        request["spec"]["expirationSeconds"].as_i64().unwrap_or(EXPIRATION_SECONDS_DEFAULT);
+    if seconds < EXPIRATION_SECONDS_MIN {
+        let cause = format!(
+            "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less \
+             than {EXPIRATION_SECONDS_MIN} seconds"
+        );
+        return Err(ApiError::invalid("TokenRequest", name, &[cause]));
+    }
+    let seconds = seconds.min(EXPIRATION_SECONDS_MAX);
+    let audiences: Vec<String> = request["spec"]["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    let claims = ServiceAccountClaims {
+        namespace: target.namespace.clone().unwrap_or_default(),
+        name: name.to_string(),
+        uid: account["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+    };
+    let now = now_seconds();
+    let token = server.signer.issue(&claims, &audiences, now, seconds);
+    let expiration = super::objects::format_timestamp(now + seconds);
+    let response = json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": claims.namespace,
+            "creationTimestamp": super::objects::format_timestamp(now)},
+        "spec": {"audiences": audiences, "expirationSeconds": seconds},
+        "status": {"token": token, "expirationTimestamp": expiration},
+    });
+    Ok(json_response(StatusCode::CREATED, &response))
 }
 
 /// `pods/<name>/binding`: assigns a node, once.

@@ -108,9 +108,13 @@ pub struct ApiServer {
     pub backend: Backend,
     pub caches: HashMap<&'static str, Arc<WatchCache>>,
     pub tokens: TokenFile,
+    /// Signs and verifies service-account tokens.
+    pub signer: super::tokens::TokenSigner,
     pub metrics: ApiMetrics,
     /// `host:port` clients reach this server at (discovery's serverAddressByClientCIDRs).
     pub address: String,
+    /// Set once the defaults exist and every watch cache has loaded (`/readyz`).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl ApiServer {
@@ -233,19 +237,34 @@ pub async fn start(
         tasks.push(tokio::spawn(cache.clone().run(backend.clone())));
         caches.insert(resource.plural, cache);
     }
+    let signer = super::tokens::TokenSigner::load_or_create(&config.data_dir.join("pki"))?;
     let server = Arc::new(ApiServer {
         backend,
         caches,
         tokens,
+        signer,
         metrics: ApiMetrics::new(),
         address: format!("{host}:{}", address.port()),
+        ready: std::sync::atomic::AtomicBool::new(false),
     });
-    super::bootstrap::ensure_defaults(&server).await;
+    tasks.push(tokio::spawn(become_ready(server.clone())));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
     let (stop, stopped) = watch::channel(false);
     tasks.push(tokio::spawn(accept_loop(listener, acceptor, server.clone(), stopped)));
     tracing::info!(%address, kubeconfig = %admin_kubeconfig.display(), "API server started");
     Ok(RunningApiServer { address, admin_kubeconfig, server, stop, tasks })
+}
+
+/// Bootstraps the defaults and waits for every watch cache, then reports ready.
+async fn become_ready(server: Arc<ApiServer>) {
+    super::bootstrap::ensure_defaults(&server).await;
+    for cache in server.caches.values() {
+        while cache.wait_ready().await.is_err() {
+            tracing::warn!(resource = cache.resource(), "watch cache not loaded yet");
+        }
+    }
+    server.ready.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!("API server ready");
 }
 
 async fn accept_loop(
@@ -321,13 +340,28 @@ fn authenticate(
     // As kube-apiserver's union authenticator: a client certificate first, then a token.
     let mut user = match (certificate_user, bearer) {
         (Some(user), _) => user,
-        (None, Some(token)) => server.tokens.user(token).cloned()?,
+        (None, Some(token)) => match server.tokens.user(token) {
+            Some(user) => user.clone(),
+            None => service_account_user(server, token)?,
+        },
         (None, None) => return None,
     };
     if !user.is_in("system:authenticated") {
         user.groups.push("system:authenticated".into());
     }
     Some(user)
+}
+
+/// The user of a valid service-account token whose account still exists (same uid).
+fn service_account_user(server: &ApiServer, token: &str) -> Option<User> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    let claims = server.signer.verify(token, now.as_secs() as i64)?;
+    let exists = server.cache("serviceaccounts").all_objects().iter().any(|sa| {
+        sa["metadata"]["namespace"] == claims.namespace.as_str()
+            && sa["metadata"]["name"] == claims.name.as_str()
+            && sa["metadata"]["uid"] == claims.uid.as_str()
+    });
+    exists.then(|| claims.user())
 }
 
 /// Paths any authenticated user may read (kube-apiserver's `system:discovery` and
@@ -450,9 +484,22 @@ fn authorize(server: &ApiServer, user: &User, verb: &str, target: &Target) -> Re
 fn non_resource_response(server: &ApiServer, segments: &[&str], accept: &str) -> Response<Body> {
     match segments {
         ["version"] => json_response(StatusCode::OK, &discovery::version_info()),
-        ["healthz"] | ["livez"] | ["readyz"] => Response::builder()
+        ["healthz"] | ["livez"] => Response::builder()
             .header("content-type", "text/plain; charset=utf-8")
             .body(Body::from("ok"))
+            .expect("valid response"),
+        ["readyz"] if server.ready.load(std::sync::atomic::Ordering::Acquire) => {
+            Response::builder()
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Body::from("ok"))
+                .expect("valid response")
+        }
+        ["readyz"] => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Body::from(
+                "[-]bootstrap: not finished (store unreachable?)\nreadyz check failed",
+            ))
             .expect("valid response"),
         ["metrics"] => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")

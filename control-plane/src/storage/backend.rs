@@ -20,6 +20,26 @@ use tonic::transport::Channel;
 
 use crate::limits;
 
+/// Latency of the API server's store requests by operation, in the process's default
+/// Prometheus registry (the API server's `/metrics` renders it).
+fn request_seconds() -> &'static prometheus::HistogramVec {
+    static HISTOGRAM: std::sync::OnceLock<prometheus::HistogramVec> = std::sync::OnceLock::new();
+    HISTOGRAM.get_or_init(|| {
+        let histogram = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "apiserver_storage_request_duration_seconds",
+                "Latency of store requests made by the API server, by operation",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            &["operation"],
+        )
+        .expect("valid metric");
+        // Registering twice (several API servers in one test process) keeps the first.
+        let _ = prometheus::register(Box::new(histogram.clone()));
+        histogram
+    })
+}
+
 /// Why a store operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -186,6 +206,7 @@ impl Backend {
     }
 
     async fn range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, BackendError> {
+        let _timer = request_seconds().with_label_values(&["range"]).start_timer();
         match self {
             Backend::Embedded(store) => {
                 let response = store
@@ -204,6 +225,7 @@ impl Backend {
     }
 
     async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, BackendError> {
+        let _timer = request_seconds().with_label_values(&["txn"]).start_timer();
         match self {
             Backend::Embedded(store) => {
                 let request = convert::txn_request(request).map_err(BackendError::Failed)?;
