@@ -46,6 +46,9 @@ struct MasterFlags {
     /// Extra names and IPs for the API server's certificate.
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// Recent changes each watch cache keeps for watchers resuming from a resourceVersion.
+    #[arg(long, default_value_t = control_plane::limits::CACHE_HISTORY_EVENTS_MAX)]
+    default_watch_cache_size: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -167,6 +170,7 @@ async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
         data_dir,
         hosts,
         token_auth_file: flags.token_auth_file,
+        watch_cache_size: flags.default_watch_cache_size,
     };
     let api = control_plane::apiserver::server::start(config, backend).await?;
     let kubeconfig = api.admin_kubeconfig.display().to_string();

@@ -22,8 +22,9 @@ fn store_config() -> store::StoreConfig {
 }
 
 fn pod(name: &str, generation: u32) -> Vec<u8> {
+    let labels = json!({"g": generation.to_string()});
     let object = json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": {"g": generation.to_string()}}});
+        "metadata": {"name": name, "namespace": "default", "labels": labels}});
     serde_json::to_vec(&object).expect("JSON")
 }
 
@@ -31,7 +32,8 @@ fn pod(name: &str, generation: u32) -> Vec<u8> {
 async fn thousands_of_watchers_share_one_store_watch() {
     let running = store::start(store_config()).await.expect("start store");
     let backend = Backend::Embedded(running.store.clone());
-    let cache = WatchCache::new("pods", b"/registry/pods/".to_vec());
+    let history = control_plane::limits::CACHE_HISTORY_EVENTS_MAX;
+    let cache = WatchCache::new("pods", b"/registry/pods/".to_vec(), history);
     let feeder = tokio::spawn(cache.clone().run(backend.clone()));
     cache.wait_ready().await.expect("cache loads");
     let store_watchers = || {

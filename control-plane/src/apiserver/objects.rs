@@ -469,6 +469,7 @@ async fn watch(
         tokio::sync::mpsc::channel::<Result<Vec<u8>, std::convert::Infallible>>(16);
     let started = cache.watch(resource_version, filter).await;
     let metrics = server.metrics.clone();
+    let stopping = server.stopping.clone();
     tokio::spawn(async move {
         let mut headers_sent = false;
         let mut render = |event: &CacheEvent| -> Vec<u8> {
@@ -525,6 +526,7 @@ async fn watch(
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = sender.closed() => break,
+                _ = super::server::until_stopped(stopping.clone()) => break,
             }
         }
         metrics.watch_closed(resource.plural);

@@ -34,6 +34,9 @@ pub struct ApiServerConfig {
     pub hosts: Vec<String>,
     /// kube-apiserver's `--token-auth-file`.
     pub token_auth_file: Option<PathBuf>,
+    /// Changes each watch cache keeps for resuming watchers (kube-apiserver's
+    /// `--default-watch-cache-size`); older resourceVersions get 410 Gone.
+    pub watch_cache_size: usize,
 }
 
 /// Request counts and latencies by verb, resource and code.
@@ -115,6 +118,8 @@ pub struct ApiServer {
     pub address: String,
     /// Set once the defaults exist and every watch cache has loaded (`/readyz`).
     pub ready: std::sync::atomic::AtomicBool,
+    /// Becomes true when the server shuts down: open watches end.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl ApiServer {
@@ -233,11 +238,13 @@ pub async fn start(
     let mut tasks = Vec::new();
     let mut caches = HashMap::new();
     for resource in RESOURCES {
-        let cache = WatchCache::new(resource.plural, resource.key_prefix().into_bytes());
+        let prefix = resource.key_prefix().into_bytes();
+        let cache = WatchCache::new(resource.plural, prefix, config.watch_cache_size);
         tasks.push(tokio::spawn(cache.clone().run(backend.clone())));
         caches.insert(resource.plural, cache);
     }
     let signer = super::tokens::TokenSigner::load_or_create(&config.data_dir.join("pki"))?;
+    let (stop, stopped) = watch::channel(false);
     let server = Arc::new(ApiServer {
         backend,
         caches,
@@ -246,10 +253,10 @@ pub async fn start(
         metrics: ApiMetrics::new(),
         address: format!("{host}:{}", address.port()),
         ready: std::sync::atomic::AtomicBool::new(false),
+        stopping: stopped.clone(),
     });
     tasks.push(tokio::spawn(become_ready(server.clone())));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
-    let (stop, stopped) = watch::channel(false);
     tasks.push(tokio::spawn(accept_loop(listener, acceptor, server.clone(), stopped)));
     tracing::info!(%address, kubeconfig = %admin_kubeconfig.display(), "API server started");
     Ok(RunningApiServer { address, admin_kubeconfig, server, stop, tasks })
@@ -267,6 +274,11 @@ async fn become_ready(server: Arc<ApiServer>) {
     tracing::info!("API server ready");
 }
 
+/// Resolves once `stopping` turns true (or its sender is gone).
+pub(crate) async fn until_stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -282,6 +294,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let server = server.clone();
+        let stopping = stopped.clone();
         tokio::spawn(async move {
             let handshake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
@@ -304,7 +317,21 @@ async fn accept_loop(
             let io = hyper_util::rt::TokioIo::new(tls);
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let _ = builder.serve_connection(io, service).await;
+            let connection = builder.serve_connection(io, service);
+            tokio::pin!(connection);
+            // On shutdown, connections finish their requests and close (watches end), so
+            // nothing keeps the server, and through it the store, alive.
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = until_stopped(stopping) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        connection.as_mut(),
+                    )
+                    .await;
+                }
+            }
         });
     }
 }

@@ -77,6 +77,8 @@ struct State {
 /// The cache of one resource (one key prefix in the store).
 pub struct WatchCache {
     resource: String,
+    /// Changes kept for watchers resuming from a resourceVersion.
+    history_max: usize,
     prefix: Vec<u8>,
     state: Mutex<State>,
     /// Tells waiters the revision the cache reached.
@@ -100,10 +102,13 @@ pub struct Snapshot {
 }
 
 impl WatchCache {
-    pub fn new(resource: &str, prefix: Vec<u8>) -> Arc<WatchCache> {
+    /// A cache of the objects under `prefix` keeping `history_max` recent changes
+    /// (`limits::CACHE_HISTORY_EVENTS_MAX` by default, kube-apiserver's watch cache size).
+    pub fn new(resource: &str, prefix: Vec<u8>, history_max: usize) -> Arc<WatchCache> {
         let (revision, _) = watch::channel(0);
         Arc::new(WatchCache {
             resource: resource.to_string(),
+            history_max: history_max.max(1),
             prefix,
             state: Mutex::new(State {
                 revision: 0,
@@ -340,7 +345,7 @@ impl WatchCache {
         for event in &events {
             state.history.push_back(event.clone());
         }
-        while state.history.len() > limits::CACHE_HISTORY_EVENTS_MAX {
+        while state.history.len() > self.history_max {
             if let Some(dropped) = state.history.pop_front() {
                 state.history_from = dropped.revision;
             }
@@ -416,7 +421,8 @@ mod tests {
     }
 
     fn ready_cache() -> Arc<WatchCache> {
-        let cache = WatchCache::new("pods", b"/registry/pods/".to_vec());
+        let cache =
+            WatchCache::new("pods", b"/registry/pods/".to_vec(), limits::CACHE_HISTORY_EVENTS_MAX);
         {
             let mut state = cache.state.lock().unwrap();
             state.ready = true;

@@ -1,0 +1,265 @@
+//! Kubernetes REST semantics of the API server, driven by the `kube` crate (the client the
+//! scheduler, controllers and agent are built on) against an in-process `skiff master`
+//! equivalent: an embedded store member and the API server on loopback.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::WatchParams;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    store: store::RunningStore,
+    api: control_plane::apiserver::server::RunningApiServer,
+    client: kube::Client,
+}
+
+async fn start(ip: &str) -> Cluster {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = store::StoreConfig::single("rest", None);
+    config.listen_client_urls = vec![format!("http://{ip}:2379")];
+    config.advertise_client_urls = config.listen_client_urls.clone();
+    config.listen_peer_urls = vec![format!("http://{ip}:2380")];
+    config.initial_advertise_peer_urls = config.listen_peer_urls.clone();
+    config.initial_cluster = format!("rest=http://{ip}:2380");
+    let store = store::start(config).await.expect("store");
+    let backend = control_plane::storage::Backend::Embedded(store.store.clone());
+    let api_config = control_plane::apiserver::server::ApiServerConfig {
+        listen: format!("{ip}:6443").parse().expect("address"),
+        data_dir: dir.path().to_path_buf(),
+        hosts: vec![ip.to_string()],
+        token_auth_file: None,
+        // Small, so a watch from before the kept history is easy to reach.
+        watch_cache_size: 10,
+    };
+    let api = control_plane::apiserver::server::start(api_config, backend).await.expect("api");
+    let kubeconfig = Kubeconfig::read_from(&api.admin_kubeconfig).expect("kubeconfig");
+    let options = KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    // Ready once the defaults exist.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for _ in 0..100 {
+        if namespaces.get_opt("default").await.ok().flatten().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Cluster { _dir: dir, store, api, client }
+}
+
+impl Cluster {
+    async fn stop(self) {
+        self.api.shutdown().await;
+        self.store.shutdown().await;
+    }
+}
+
+fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    let labels: BTreeMap<String, String> =
+        labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "data": {"k": "v"},
+    }))
+    .expect("a ConfigMap")
+}
+
+fn status_of(error: kube::Error) -> (u16, String, String) {
+    match error {
+        kube::Error::Api(status) => (status.code, status.reason, status.message),
+        other => panic!("expected a Status error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_compare_and_swap_on_resource_version() {
+    let cluster = start("127.0.84.1").await;
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let created = maps.create(&PostParams::default(), &config_map("a", &[])).await.expect("create");
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
+    let first_rv = meta.resource_version.clone().expect("resourceVersion");
+
+    let duplicate = maps.create(&PostParams::default(), &config_map("a", &[])).await;
+    let (code, reason, message) = status_of(duplicate.expect_err("exists"));
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(message, "configmaps \"a\" already exists");
+
+    let mut changed = created.clone();
+    changed.data = Some(BTreeMap::from([("k".into(), "w".into())]));
+    let updated = maps.replace("a", &PostParams::default(), &changed).await.expect("update");
+    assert_ne!(updated.metadata.resource_version.as_deref(), Some(first_rv.as_str()));
+    // The same stale resourceVersion again: refused, nothing changes.
+    let stale = maps.replace("a", &PostParams::default(), &changed).await;
+    let (code, reason, _) = status_of(stale.expect_err("stale"));
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    assert_eq!(maps.get("a").await.expect("get").data, updated.data);
+
+    let missing = maps.get("nope").await;
+    assert_eq!(status_of(missing.expect_err("missing")).0, 404);
+
+    // generateName and a dry run.
+    let mut generated = config_map("", &[]);
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let made = maps.create(&PostParams::default(), &generated).await.expect("generateName");
+    let name = made.metadata.name.expect("a generated name");
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    maps.create(&dry, &config_map("dry", &[])).await.expect("dry run");
+    assert!(maps.get_opt("dry").await.expect("get").is_none(), "a dry run stores nothing");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_select_and_watches_resume_or_expire() {
+    let cluster = start("127.0.84.2").await;
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    for i in 0..5 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        maps.create(&PostParams::default(), &config_map(&format!("m{i}"), &[("tier", tier)]))
+            .await
+            .expect("create");
+    }
+    // Pages of two: every object once, all at one resourceVersion.
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    let mut versions = Vec::new();
+    loop {
+        let mut params = ListParams::default().limit(2);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = maps.list(&params).await.expect("page");
+        versions.push(page.metadata.resource_version.clone());
+        names.extend(page.items.iter().filter_map(|m| m.metadata.name.clone()));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["m0", "m1", "m2", "m3", "m4"]);
+    assert_eq!(versions.len(), 3);
+    assert!(versions.windows(2).all(|w| w[0] == w[1]), "{versions:?}");
+
+    let even = maps.list(&ListParams::default().labels("tier=even")).await.expect("labels");
+    assert_eq!(even.items.len(), 3);
+    let one = maps.list(&ListParams::default().fields("metadata.name=m3")).await.expect("fields");
+    assert_eq!(one.items.len(), 1);
+    let bad = maps.list(&ListParams::default().fields("data.k=v")).await;
+    assert_eq!(status_of(bad.expect_err("unsupported field")).0, 400);
+
+    // A watch from the list's resourceVersion sees only later changes.
+    let rv = versions[0].clone().expect("list resourceVersion");
+    let mut watch = maps.watch(&WatchParams::default(), &rv).await.expect("watch").boxed();
+    maps.delete("m0", &DeleteParams::default()).await.expect("delete");
+    match watch.try_next().await.expect("event") {
+        Some(WatchEvent::Deleted(map)) => assert_eq!(map.metadata.name.as_deref(), Some("m0")),
+        other => panic!("expected m0's deletion, got {other:?}"),
+    }
+    // One from before the cache's history (10 changes here): 410 Gone, so the client re-lists.
+    for i in 0..12 {
+        let change = json!({"data": {"k": format!("v{i}")}});
+        maps.patch("m2", &PatchParams::default(), &Patch::Merge(&change)).await.expect("patch");
+    }
+    let mut expired = maps.watch(&WatchParams::default(), &rv).await.expect("watch").boxed();
+    match expired.try_next().await.expect("event") {
+        Some(WatchEvent::Error(status)) => assert_eq!(status.code, 410),
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+    // deletecollection with a selector.
+    let gone = maps
+        .delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=odd"))
+        .await
+        .expect("deletecollection");
+    assert!(gone.is_left());
+    let left: Vec<String> = maps
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
+    assert_eq!(left, ["m2", "m4"]);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_status_and_scale_follow_kubernetes() {
+    let cluster = start("127.0.84.3").await;
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let mut guarded = config_map("guarded", &[]);
+    guarded.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    maps.create(&PostParams::default(), &guarded).await.expect("create");
+    maps.delete("guarded", &DeleteParams::default()).await.expect("delete");
+    let held = maps.get("guarded").await.expect("still there while a finalizer is pending");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    let release = json!({"metadata": {"finalizers": null}});
+    maps.patch("guarded", &PatchParams::default(), &Patch::Merge(&release)).await.expect("patch");
+    assert!(maps.get_opt("guarded").await.expect("get").is_none(), "gone with its finalizer");
+
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+    }))
+    .expect("a Deployment");
+    let created = deployments.create(&PostParams::default(), &deployment).await.expect("create");
+    assert_eq!(created.metadata.generation, Some(1));
+    // Status changes only through /status; spec changes bump the generation.
+    let status = json!({"status": {"replicas": 2, "readyReplicas": 1}});
+    deployments
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    let sneaky = json!({"spec": {"replicas": 3}, "status": {"replicas": 9}});
+    let patched = deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(&sneaky))
+        .await
+        .expect("patch");
+    let patched_status = patched.status.expect("status");
+    assert_eq!((patched_status.replicas, patched_status.ready_replicas), (Some(2), Some(1)));
+    assert_eq!(patched.metadata.generation, Some(2));
+    let scale = deployments.get_scale("web").await.expect("scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
+    assert_eq!(scale.status.map(|s| s.selector), Some(Some("app=web".to_string())));
+    let rescale = json!({"spec": {"replicas": 1}});
+    deployments
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&rescale))
+        .await
+        .expect("scale");
+    assert_eq!(deployments.get("web").await.expect("get").spec.and_then(|s| s.replicas), Some(1));
+
+    // A pod bound once through pods/binding; a second binding conflicts.
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+    .expect("a Pod");
+    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+        "target": {"kind": "Node", "name": "n1"}});
+    let request = |body: &serde_json::Value| {
+        http::Request::post("/api/v1/namespaces/default/pods/p/binding")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).expect("JSON"))
+            .expect("request")
+    };
+    let bound: serde_json::Value = cluster.client.request(request(&binding)).await.expect("bind");
+    assert_eq!(bound["status"], "Success");
+    assert_eq!(
+        pods.get("p").await.expect("pod").spec.and_then(|s| s.node_name).as_deref(),
+        Some("n1")
+    );
+    let again = cluster.client.request::<serde_json::Value>(request(&binding)).await;
+    assert_eq!(status_of(again.expect_err("already bound")).0, 409);
+    cluster.stop().await;
+}
