@@ -2,4 +2,5 @@
 //! binaries in `src/bin/` only call into this library.
 
 pub mod kvctl;
+pub mod podctl;
 pub mod skiff;

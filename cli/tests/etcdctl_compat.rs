@@ -22,6 +22,8 @@ struct Step {
     stop_after_lines: Option<usize>,
     /// Repeat the command (a `get`) until it prints nothing: waiting for a lease to expire.
     until_empty: bool,
+    /// Repeat the command while its stderr says this (a transient refusal).
+    retry_while: Option<&'static str>,
 }
 
 const ALL: usize = usize::MAX;
@@ -29,13 +31,30 @@ const ALL: usize = usize::MAX;
 const LEASE: &str = "LEASE";
 /// Stands for a file in the cluster's temporary directory (`snapshot save`).
 const SNAPSHOT: &str = "SNAPSHOT";
+/// Replaced by the id of the member the last `member add` added.
+const MEMBER: &str = "MEMBER";
+/// Replaced by a fourth peer URL in the cluster's address range.
+const PEER4: &str = "PEER4";
 const SNAPSHOT_FILE: &str = "snapshot.db";
 /// How long a lease of the minimum TTL may take to expire, on a loaded machine.
 const EXPIRY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn step(member: usize, args: &str) -> Step {
     let args = args.split_whitespace().map(String::from).collect();
-    Step { args, stdin: None, member, stop_after_lines: None, until_empty: false }
+    Step {
+        args,
+        stdin: None,
+        member,
+        stop_after_lines: None,
+        until_empty: false,
+        retry_while: None,
+    }
+}
+
+/// etcd refuses membership changes until every member has been connected for 5 s (its strict
+/// reconfiguration check, "unhealthy cluster"); a defragmentation resets that clock.
+fn step_member_change(member: usize, args: &str) -> Step {
+    Step { retry_while: Some("etcdserver: unhealthy cluster"), ..step(member, args) }
 }
 
 fn step_until_empty(member: usize, args: &str) -> Step {
@@ -144,6 +163,13 @@ fn script() -> Vec<Step> {
         step(0, "lease grant 9000000001"),
         step(1, "lease timetolive 1234 -w json"),
         step(2, "lease list"),
+        // A learner that never starts: listed without a name, not promotable, removable.
+        step_member_change(0, "member add m4 --learner --peer-urls=PEER4"),
+        step(1, "member list"),
+        step(2, "member promote MEMBER"),
+        step_member_change(0, "member remove MEMBER"),
+        step(1, "member remove MEMBER"),
+        step(2, "member list"),
     ]
 }
 
@@ -155,6 +181,8 @@ fn normalize(output: &str, prefix: &str) -> String {
         (r#""(id|lease)":\d{8,}"#, r#""$1":N"#),
         (r#""ttl":\d+"#, r#""ttl":N"#),
         (r"remaining\(\d+s\)", "remaining(Ns)"),
+        // etcdctl prints ids with %16x: shorter ids are padded with spaces.
+        (r"(Member|cluster) +[0-9a-f]{1,16}\b", "$1 ID"),
         (r"\b[0-9a-f]{14,16}\b", "ID"),
         (r"took = [0-9.]+[µmn]?s", "took = T"),
         // HashKV values (the history hash is defined over each store's own layout).
@@ -173,6 +201,18 @@ fn normalize(output: &str, prefix: &str) -> String {
     // etcdctl's client logs its retries (and `snapshot save` its steps) with timestamps and
     // random client ids.
     let kept: Vec<&str> = output.lines().filter(|l| !l.starts_with("{\"level\":")).collect();
+    // `member add` lists the cluster in member-id order, and ids differ between clusters.
+    let kept: Vec<String> = kept
+        .iter()
+        .map(|line| match line.strip_prefix("ETCD_INITIAL_CLUSTER=\"") {
+            Some(list) => {
+                let mut members: Vec<&str> = list.trim_end_matches('"').split(',').collect();
+                members.sort();
+                format!("ETCD_INITIAL_CLUSTER=\"{}\"", members.join(","))
+            }
+            None => line.to_string(),
+        })
+        .collect();
     let mut text = kept.join("\n").replace(prefix, "IP");
     for (pattern, replacement) in rules {
         let re = regex::Regex::new(pattern).expect("valid regex");
@@ -203,13 +243,23 @@ fn read_lines_then_stop(child: &mut std::process::Child, lines: usize) -> Vec<u8
     seen
 }
 
-fn run(cluster: &Cluster, step: &Step, lease: &str) -> String {
+fn run(cluster: &Cluster, step: &Step, lease: &str, member: &str) -> String {
+    if let Some(transient) = step.retry_while {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (text, _) = run_once(cluster, step, lease, member);
+            if !text.contains(transient) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     if !step.until_empty {
-        return run_once(cluster, step, lease).0;
+        return run_once(cluster, step, lease, member).0;
     }
     let deadline = std::time::Instant::now() + EXPIRY_TIMEOUT;
     loop {
-        let (text, stdout_empty) = run_once(cluster, step, lease);
+        let (text, stdout_empty) = run_once(cluster, step, lease, member);
         if stdout_empty || std::time::Instant::now() > deadline {
             return text;
         }
@@ -218,15 +268,25 @@ fn run(cluster: &Cluster, step: &Step, lease: &str) -> String {
 }
 
 /// Runs one etcdctl command; returns its transcript and whether it printed nothing.
-fn run_once(cluster: &Cluster, step: &Step, lease: &str) -> (String, bool) {
+fn run_once(cluster: &Cluster, step: &Step, lease: &str, member: &str) -> (String, bool) {
     let endpoint = match step.member {
         ALL => cluster.endpoints().join(","),
         member => cluster.members[member].endpoint(),
     };
     let snapshot = cluster.members[0].data_dir.with_file_name(SNAPSHOT_FILE);
     let snapshot = snapshot.to_str().expect("utf-8 temporary path");
-    let args: Vec<String> =
-        step.args.iter().map(|a| a.replace(LEASE, lease).replace(SNAPSHOT, snapshot)).collect();
+    let (prefix, _) = cluster.members[0].ip.rsplit_once('.').expect("dotted address");
+    let peer4 = format!("http://{prefix}.4:2380");
+    let args: Vec<String> = step
+        .args
+        .iter()
+        .map(|a| {
+            a.replace(LEASE, lease)
+                .replace(MEMBER, member)
+                .replace(SNAPSHOT, snapshot)
+                .replace(PEER4, &peer4)
+        })
+        .collect();
     let mut child = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
@@ -261,11 +321,16 @@ async fn transcript(cluster: &Cluster, prefix: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let any_member = regex::Regex::new(r"IP\d").expect("valid regex");
     let granted = regex::Regex::new(r"lease ([0-9a-f]+) granted with").expect("valid regex");
+    let added = regex::Regex::new(r"Member +([0-9a-f]+) added to cluster").expect("valid regex");
     let mut lease = String::new();
+    let mut member = String::new();
     for step in script() {
-        let raw = run(cluster, &step, &lease);
+        let raw = run(cluster, &step, &lease, &member);
         if let Some(captures) = granted.captures(&raw) {
             lease = captures[1].to_string();
+        }
+        if let Some(captures) = added.captures(&raw) {
+            member = captures[1].to_string();
         }
         let mut text = normalize(&raw, prefix);
         // etcd lists leases in map order: compare the rows as a set.

@@ -218,6 +218,10 @@ fn kubectl_manages_objects_with_default_validation() {
         patched, "b 4 nginx:1.27 A",
         "strategic merge keeps the env of the merged container"
     );
+    // A patch that changes nothing writes nothing (kubectl sees the same resourceVersion).
+    let same = r#"{"spec":{"replicas":4}}"#;
+    let noop = master.ok(&["patch", "deploy", "web", "--type", "merge", "-p", same]);
+    assert_eq!(noop, "deployment.apps/web patched (no change)");
 
     // Pods: create, Table columns, label selectors, watch, delete.
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, labels: {app: db}}\n\

@@ -45,6 +45,7 @@ pub async fn admit_create(
     if resource.kind == "Pod" {
         let namespace = target.namespace.as_deref().unwrap_or("default");
         apply_limit_ranges(server, namespace, object)?;
+        object["status"]["qosClass"] = json!(qos_class(&object["spec"]));
         validate(resource, object)?;
         charge_quotas(server, namespace, resource, object).await
     } else {
@@ -398,6 +399,31 @@ fn set_default(object: &mut Value, pointer: &[&str], value: Value) {
     }
 }
 
+/// Kubernetes' QoS class: Guaranteed when every container's cpu and memory limits equal
+/// its requests, BestEffort when no container asks for anything, Burstable otherwise.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| spec[*list].as_array().into_iter().flatten())
+        .collect();
+    let set =
+        |c: &Value, field: &str| c["resources"][field].as_object().is_some_and(|m| !m.is_empty());
+    if containers.iter().all(|c| !set(c, "requests") && !set(c, "limits")) {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|name| {
+            let limit = quantity(&c["resources"]["limits"][*name]);
+            limit.is_some() && limit == quantity(&c["resources"]["requests"][*name])
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 fn default_pod_spec(spec: &mut Value) {
     set_default(spec, &["restartPolicy"], json!("Always"));
     set_default(spec, &["dnsPolicy"], json!("ClusterFirst"));
@@ -416,6 +442,13 @@ fn default_pod_spec(spec: &mut Value) {
                 );
                 set_default(container, &["terminationMessagePath"], json!("/dev/termination-log"));
                 set_default(container, &["terminationMessagePolicy"], json!("File"));
+                // A limit without a request makes the request equal to it.
+                let limits = container["resources"]["limits"].as_object().cloned();
+                for (name, limit) in limits.into_iter().flatten() {
+                    if container["resources"]["requests"][&name].is_null() {
+                        container["resources"]["requests"][&name] = limit;
+                    }
+                }
                 if let Some(ports) = container["ports"].as_array_mut() {
                     for port in ports {
                         set_default(port, &["protocol"], json!("TCP"));
@@ -435,9 +468,8 @@ fn default(resource: &Resource, object: &mut Value) {
         }
         "Pod" => {
             default_pod_spec(&mut object["spec"]);
-            let mut status = json!({"phase": "Pending"});
-            status["qosClass"] = json!("BestEffort");
-            object["status"] = status;
+            let qos = qos_class(&object["spec"]);
+            object["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
             if resource.kind != "DaemonSet" {
@@ -587,4 +619,33 @@ async fn delete_namespace_contents(backend: &Backend, namespace: &str) -> Result
         backend.delete(key.as_bytes(), kv.mod_revision).await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(containers: Value) -> Value {
+        let mut spec = json!({"containers": containers});
+        default_pod_spec(&mut spec);
+        spec
+    }
+
+    #[test]
+    fn pods_get_kubernetes_qos_classes_and_requests_from_limits() {
+        let none = spec(json!([{"name": "a", "image": "i"}]));
+        assert_eq!(qos_class(&none), "BestEffort");
+        let limits = json!({"cpu": "1", "memory": "1Gi"});
+        let only_limits =
+            spec(json!([{"name": "a", "image": "i", "resources": {"limits": limits}}]));
+        assert_eq!(only_limits["containers"][0]["resources"]["requests"], limits);
+        assert_eq!(qos_class(&only_limits), "Guaranteed");
+        let mixed = spec(json!([
+            {"name": "a", "image": "i", "resources": {
+                "requests": {"cpu": "100m", "memory": "64Mi"},
+                "limits": {"cpu": "500m", "memory": "128Mi"}}},
+            {"name": "b", "image": "i", "resources": {"limits": limits}},
+        ]));
+        assert_eq!(qos_class(&mixed), "Burstable");
+    }
 }

@@ -858,6 +858,14 @@ async fn update(
         if dry_run(pairs) {
             return Ok(with_warnings(json_response(StatusCode::OK, &desired), &warnings));
         }
+        // Nothing changed: no write, no new resourceVersion, no watch event (as Kubernetes).
+        let mut unchanged = current.clone();
+        metadata_mut(&mut unchanged).remove("resourceVersion");
+        if unchanged == desired {
+            let body =
+                if subresource == Some("scale") { scale_of(resource, &current) } else { current };
+            return Ok(with_warnings(json_response(StatusCode::OK, &body), &warnings));
+        }
         // Finalizers all removed from an object being deleted: the delete completes.
         let finished = desired["metadata"]["deletionTimestamp"].is_string()
             && desired["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
