@@ -32,29 +32,11 @@ enum Mode {
 }
 
 /// The merge key of the list at `path` (field names from the object's root), from the
-/// built-in types' `patchMergeKey` tags.
+/// built-in types' `patchMergeKey` tags: the API server's own table, so the patches podctl
+/// computes are the ones the server merges by.
 fn merge_key(kind: &str, path: &[String]) -> Option<&'static str> {
-    let field = path.last()?.as_str();
-    let parent = if path.len() >= 2 { path[path.len() - 2].as_str() } else { "" };
-    let in_container = matches!(parent, "containers" | "initContainers" | "ephemeralContainers");
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims" => Some("name"),
-        "env" if in_container => Some("name"),
-        "ports" if in_container => Some("containerPort"),
-        "ports" if kind == "Service" && path.len() == 2 => Some("port"),
-        "volumeMounts" => Some("mountPath"),
-        "volumeDevices" => Some("devicePath"),
-        "hostAliases" => Some("ip"),
-        "topologySpreadConstraints" => Some("topologyKey"),
-        "ownerReferences" => Some("uid"),
-        "conditions" => Some("type"),
-        _ => None,
-    }
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    control_plane::apiserver::patch::strategy_for(kind, &path)?.merge_key
 }
 
 /// Whether every item of the list is an object carrying the merge key.
