@@ -17,5 +17,9 @@ pub const CACHE_HISTORY_EVENTS_MAX: usize = 1_000;
 pub const WATCHER_BUFFER_EVENTS_MAX: usize = 1_000;
 /// How long a request waits for a resource's watch cache to load.
 pub const CACHE_READY_TIMEOUT_MS: u64 = 5_000;
+/// Open client connections to the API server; more wait to be accepted.
+pub const CONNECTIONS_MAX: usize = 4_096;
+/// How long an HTTP/1 client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 /// Pause before a watch cache re-lists after its store watch broke.
 pub const CACHE_RELIST_BACKOFF_MS: u64 = 500;

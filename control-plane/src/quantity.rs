@@ -63,7 +63,7 @@ impl Quantity {
         };
         // Thousandths: mantissa * binary * 10^(exponent + 3 - fraction_digits), rounded up
         // as Kubernetes rounds sub-milli values.
-        let scale = exponent + 3 - fraction_digits;
+        let scale = exponent.checked_add(3 - fraction_digits).ok_or(QuantityError)?;
         let base = mantissa.checked_mul(binary).ok_or(QuantityError)?;
         let value = if scale >= 0 {
             base.checked_mul(10i128.checked_pow(scale as u32).ok_or(QuantityError)?)
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_quantity() {
-        for bad in ["", "abc", "1.2.3", "5 Gi", "1Qi", "m", "--1"] {
+        for bad in ["", "abc", "1.2.3", "5 Gi", "1Qi", "m", "--1", "1e2147483647"] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?}");
         }
     }

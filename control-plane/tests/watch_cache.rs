@@ -40,6 +40,11 @@ async fn thousands_of_watchers_share_one_store_watch() {
         let (synced, unsynced) = running.store.watch_hub().watcher_counts();
         synced + unsynced
     };
+    // The cache reports ready after its list, and opens its store watch right after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store_watchers() != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(store_watchers(), 1, "the cache's own store watch");
 
     let everything: Filter = Arc::new(|_: &Value| true);

@@ -92,11 +92,17 @@ impl Store {
         if target == self.member_id() {
             return Ok(());
         }
-        let _closed = self.proposal_gate().write().await;
-        self.raft().runtime_config().heartbeat(false);
-        let transferred = self.hand_over(target).await;
-        self.raft().runtime_config().heartbeat(true);
-        transferred
+        // In its own task: a caller that gives up (a client deadline) must not leave the
+        // gate closed or heartbeats off.
+        let store = self.clone();
+        let transfer = tokio::spawn(async move {
+            let _closed = store.proposal_gate().write().await;
+            store.raft().runtime_config().heartbeat(false);
+            let transferred = store.hand_over(target).await;
+            store.raft().runtime_config().heartbeat(true);
+            transferred
+        });
+        transfer.await.unwrap_or(Err(MoveLeaderError::Stopped))
     }
 
     async fn hand_over(&self, target: NodeId) -> Result<(), MoveLeaderError> {

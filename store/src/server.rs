@@ -349,14 +349,17 @@ async fn serve_metrics(listener: TcpListener, metrics: Metrics, stopped: watch::
 /// count).
 async fn watch_for_removal(store: Store, removed: watch::Sender<bool>) {
     let mut raft_metrics = store.raft().metrics();
+    // A joining member replays memberships from before it was added: only a membership
+    // without it that follows one with it means it was removed.
+    let mut seen_self = false;
     loop {
         let is_removed = {
             let m = raft_metrics.borrow_and_update();
             let config = &m.membership_config;
             let applied = config.log_id().is_some() && config.log_id() <= &m.last_applied;
-            let mut nodes = config.membership().nodes().peekable();
-            let has_members = nodes.peek().is_some();
-            applied && has_members && !nodes.any(|(id, _)| *id == store.member_id())
+            let present = config.membership().nodes().any(|(id, _)| *id == store.member_id());
+            seen_self |= applied && present;
+            seen_self && applied && !present
         };
         if is_removed {
             let member = format!("{:x}", store.member_id());

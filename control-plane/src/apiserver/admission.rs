@@ -232,110 +232,147 @@ struct Exceeded {
     limit: Quantity,
 }
 
+/// Reads every object under `prefix` from the store (a consistent read).
+async fn store_objects(server: &ApiServer, prefix: &str) -> Result<Vec<(Value, i64)>, ApiError> {
+    let end = crate::storage::backend::prefix_end(prefix.as_bytes());
+    let mut start = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    let mut out = Vec::new();
+    loop {
+        let page =
+            server.backend.list(&start, &end, revision, crate::limits::STORE_PAGE_LEN).await?;
+        revision = page.revision;
+        for kv in &page.kvs {
+            if let Ok(object) = serde_json::from_slice::<Value>(&kv.value) {
+                out.push((object, kv.mod_revision));
+            }
+        }
+        match (page.more, page.kvs.last()) {
+            (true, Some(last)) => {
+                start = last.key.clone();
+                start.push(0);
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Compare-and-swap attempts of the quota admission when quotas change under it.
+const QUOTA_RETRIES_MAX: usize = 5;
+
 /// ResourceQuota admission: refuses an object that would take its namespace past a quota's
-/// hard limits; otherwise records the new usage in the quota's status by compare-and-swap,
-/// which serializes concurrent admissions against the same quota.
+/// hard limits; otherwise records the new usage in each quota's status. Quotas and usage are
+/// read from the store (not the caches, which may lag), and the status is written by
+/// compare-and-swap on the revision the decision was made from, retried if a quota changed.
+/// Two admissions racing between one's quota write and its object write can still both pass,
+/// until a quota controller reconciles usage (as Kubernetes' does).
 async fn charge_quotas(
     server: &ApiServer,
     namespace: &str,
     resource: &Resource,
     object: &Value,
 ) -> Result<(), ApiError> {
-    let quotas: Vec<_> = server
-        .cache("resourcequotas")
-        .all_objects()
-        .into_iter()
-        .filter(|q| q["metadata"]["namespace"] == namespace)
-        .collect();
-    if quotas.is_empty() {
-        return Ok(());
-    }
-    let live_pods: Vec<_> = server
-        .cache("pods")
-        .all_objects()
-        .into_iter()
-        .filter(|p| p["metadata"]["namespace"] == namespace)
-        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
-        .collect();
-    let name = object["metadata"]["name"].as_str().unwrap_or("");
-    for quota in quotas {
-        let quota_name = quota["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let hard = quota["spec"]["hard"].as_object().cloned().unwrap_or_default();
-        let mut used = serde_json::Map::new();
-        let mut exceeded = Vec::new();
-        for (quota_resource, limit) in &hard {
-            let Some(limit) = quantity(limit) else { continue };
-            let (current, requested) = if resource.kind == "Pod"
-                && !quota_resource.starts_with("count/")
-                || quota_resource == "count/pods"
+    for _ in 0..QUOTA_RETRIES_MAX {
+        let quotas =
+            store_objects(server, &format!("/registry/resourcequotas/{namespace}/")).await?;
+        if quotas.is_empty() {
+            return Ok(());
+        }
+        let mut decisions = Vec::new();
+        for (quota, mod_revision) in &quotas {
+            let used = quota_usage(server, namespace, resource, object, quota).await?;
+            decisions.push((quota, *mod_revision, used));
+        }
+        let mut lost_race = false;
+        for (quota, mod_revision, used) in decisions {
+            let name = quota["metadata"]["name"].as_str().unwrap_or("");
+            let key = format!("/registry/resourcequotas/{namespace}/{name}");
+            let mut updated = quota.clone();
+            updated["status"] = json!({"hard": quota["spec"]["hard"], "used": used});
+            let bytes = serde_json::to_vec(&updated).expect("JSON");
+            if let Swap::Refused { .. } =
+                server.backend.update(key.as_bytes(), mod_revision, bytes).await?
             {
-                let current: i128 = live_pods.iter().map(|p| pod_usage(p, quota_resource).0).sum();
-                (
-                    Quantity(current),
-                    if resource.kind == "Pod" {
-                        pod_usage(object, quota_resource)
-                    } else {
-                        Quantity(0)
-                    },
-                )
-            } else {
-                let cache = RESOURCES.iter().find(|r| counts_against(r, quota_resource));
-                let current = cache.map_or(0, |r| {
-                    server
-                        .cache(r.plural)
-                        .all_objects()
-                        .iter()
-                        .filter(|o| o["metadata"]["namespace"] == namespace)
-                        .count()
-                });
-                let requested = if counts_against(resource, quota_resource) { 1000 } else { 0 };
-                (Quantity(current as i128 * 1000), Quantity(requested))
-            };
-            if requested.0 > 0 && current.0 + requested.0 > limit.0 {
-                exceeded.push(Exceeded {
-                    resource: quota_resource.clone(),
-                    requested,
-                    used: current,
-                    limit,
-                });
+                lost_race = true;
+                break;
             }
-            used.insert(quota_resource.clone(), json!(Quantity(current.0 + requested.0).render()));
         }
-        if !exceeded.is_empty() {
-            let part = |pick: fn(&Exceeded) -> Quantity| {
-                let each = exceeded.iter().map(|e| format!("{}={}", e.resource, pick(e).render()));
-                each.collect::<Vec<_>>().join(",")
-            };
-            return Err(ApiError::forbidden_message(format!(
-                "{} \"{name}\" is forbidden: exceeded quota: {quota_name}, requested: {}, used: \
-                 {}, limited: {}",
-                resource.plural,
-                part(|e| e.requested),
-                part(|e| e.used),
-                part(|e| e.limit),
-            )));
+        if !lost_race {
+            return Ok(());
         }
-        record_quota_usage(server, namespace, &quota_name, &hard, used).await?;
     }
-    Ok(())
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    Err(ApiError::conflict_message(
+        resource.plural,
+        name,
+        "resource quotas kept changing while this request was admitted; try again",
+    ))
 }
 
-async fn record_quota_usage(
+/// The usage a quota would have with `object` admitted; an error if that passes its limits.
+async fn quota_usage(
     server: &ApiServer,
     namespace: &str,
-    quota: &str,
-    hard: &serde_json::Map<String, Value>,
-    used: serde_json::Map<String, Value>,
-) -> Result<(), ApiError> {
-    let key = format!("/registry/resourcequotas/{namespace}/{quota}");
-    let (Some(kv), _) = server.backend.get(key.as_bytes()).await? else { return Ok(()) };
-    let mut object: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-    object["status"] = json!({"hard": hard, "used": used});
-    let bytes = serde_json::to_vec(&object).expect("JSON");
-    match server.backend.update(key.as_bytes(), kv.mod_revision, bytes).await? {
-        Swap::Done { .. } => Ok(()),
-        Swap::Refused { .. } => Err(ApiError::conflict("resourcequotas", quota)),
+    resource: &Resource,
+    object: &Value,
+    quota: &Value,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let quota_name = quota["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let hard = quota["spec"]["hard"].as_object().cloned().unwrap_or_default();
+    let mut used = serde_json::Map::new();
+    let mut exceeded = Vec::new();
+    for (quota_resource, limit) in &hard {
+        let Some(limit) = quantity(limit) else { continue };
+        let counts_pods = resource.kind == "Pod" && !quota_resource.starts_with("count/")
+            || quota_resource == "count/pods";
+        let (current, requested) = if counts_pods {
+            let pods = store_objects(server, &format!("/registry/pods/{namespace}/")).await?;
+            let live = pods
+                .iter()
+                .map(|(p, _)| p)
+                .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")));
+            let current: i128 = live.map(|p| pod_usage(p, quota_resource).0).sum();
+            let requested = if resource.kind == "Pod" {
+                pod_usage(object, quota_resource)
+            } else {
+                Quantity(0)
+            };
+            (Quantity(current), requested)
+        } else {
+            let counted = RESOURCES.iter().find(|r| counts_against(r, quota_resource));
+            let current = match counted {
+                Some(r) => store_objects(server, &r.namespace_prefix(Some(namespace))).await?.len(),
+                None => 0,
+            };
+            let requested = if counts_against(resource, quota_resource) { 1000 } else { 0 };
+            (Quantity(current as i128 * 1000), Quantity(requested))
+        };
+        if requested.0 > 0 && current.0 + requested.0 > limit.0 {
+            exceeded.push(Exceeded {
+                resource: quota_resource.clone(),
+                requested,
+                used: current,
+                limit,
+            });
+        }
+        used.insert(quota_resource.clone(), json!(Quantity(current.0 + requested.0).render()));
     }
+    if exceeded.is_empty() {
+        return Ok(used);
+    }
+    let part = |pick: fn(&Exceeded) -> Quantity| {
+        let each = exceeded.iter().map(|e| format!("{}={}", e.resource, pick(e).render()));
+        each.collect::<Vec<_>>().join(",")
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    Err(ApiError::forbidden_message(format!(
+        "{} \"{name}\" is forbidden: exceeded quota: {quota_name}, requested: {}, used: {}, \
+         limited: {}",
+        resource.plural,
+        part(|e| e.requested),
+        part(|e| e.used),
+        part(|e| e.limit),
+    )))
 }
 
 /// Kubernetes' refusal of a pod update that changes more than it allows.
@@ -587,17 +624,55 @@ fn validate(resource: &Resource, object: &Value) -> Result<(), ApiError> {
 
 /// The namespace lifecycle's last step: deletes every object in a terminating namespace, then
 /// the namespace.
-pub fn finish_namespace_deletion(server: &ApiServer, namespace: &str) {
+pub fn finish_namespace_deletion(server: &ApiServer, namespace: &str, uid: &str) {
     let backend = server.backend.clone();
     let namespace = namespace.to_string();
+    let uid = uid.to_string();
     tokio::spawn(async move {
-        if let Err(error) = delete_namespace_contents(&backend, &namespace).await {
+        if let Err(error) = delete_namespace_contents(&backend, &namespace, &uid).await {
             tracing::warn!(%namespace, %error, "namespace deletion stopped; it stays Terminating");
         }
     });
 }
 
-async fn delete_namespace_contents(backend: &Backend, namespace: &str) -> Result<(), String> {
+/// Deletes what is in the namespace until a whole pass finds nothing (a create admitted just
+/// before termination may land late), then the namespace itself, if it is still the one
+/// being terminated (same uid).
+async fn delete_namespace_contents(
+    backend: &Backend,
+    namespace: &str,
+    uid: &str,
+) -> Result<(), String> {
+    let key = format!("/registry/namespaces/{namespace}");
+    let still_ours = |kv: &Option<crate::storage::StoredKv>| {
+        kv.as_ref().and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()).is_some_and(
+            |o| o["metadata"]["uid"] == uid && o["metadata"]["deletionTimestamp"].is_string(),
+        )
+    };
+    for _ in 0..NAMESPACE_SWEEPS_MAX {
+        if !still_ours(&backend.get(key.as_bytes()).await.map_err(|e| e.to_string())?.0) {
+            return Ok(());
+        }
+        if delete_namespace_objects(backend, namespace).await? == 0 {
+            let (kv, _) = backend.get(key.as_bytes()).await.map_err(|e| e.to_string())?;
+            if let Some(found) = kv.as_ref().filter(|_| still_ours(&kv)) {
+                backend
+                    .delete(key.as_bytes(), found.mod_revision)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+    }
+    Err(format!("objects kept appearing in namespace {namespace}"))
+}
+
+/// Passes over a terminating namespace's contents before giving up.
+const NAMESPACE_SWEEPS_MAX: usize = 10;
+
+/// Deletes every object in the namespace; returns how many it deleted.
+async fn delete_namespace_objects(backend: &Backend, namespace: &str) -> Result<usize, String> {
+    let mut deleted = 0;
     for resource in RESOURCES.iter().filter(|r| r.namespaced) {
         let prefix = resource.namespace_prefix(Some(namespace));
         let end = crate::storage::backend::prefix_end(prefix.as_bytes());
@@ -611,14 +686,11 @@ async fn delete_namespace_contents(backend: &Backend, namespace: &str) -> Result
             }
             for kv in page.kvs {
                 backend.delete(&kv.key, kv.mod_revision).await.map_err(|e| e.to_string())?;
+                deleted += 1;
             }
         }
     }
-    let key = format!("/registry/namespaces/{namespace}");
-    if let (Some(kv), _) = backend.get(key.as_bytes()).await.map_err(|e| e.to_string())? {
-        backend.delete(key.as_bytes(), kv.mod_revision).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    Ok(deleted)
 }
 
 #[cfg(test)]

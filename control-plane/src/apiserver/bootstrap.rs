@@ -105,7 +105,9 @@ fn defaults() -> Vec<(String, Value)> {
             vec![
                 rule(&[""], &["nodes"], &["create", "get", "list", "watch", "update", "patch"]),
                 rule(&[""], &["nodes/status", "pods/status"], &["patch", "update"]),
-                rule(&[""], &["pods", "services", "endpoints", "configmaps", "secrets"], READ),
+                // Not secrets or configmaps: without a node authorizer that limits a node to what
+                // its own pods use, reading them cluster-wide would expose them all.
+                rule(&[""], &["pods", "services", "endpoints"], READ),
                 rule(&[""], &["events"], &["create", "patch", "update"]),
                 rule(&["coordination.k8s.io"], &["leases"], &["create", "get", "update", "patch"]),
             ],

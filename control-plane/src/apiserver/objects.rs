@@ -492,7 +492,13 @@ async fn watch(
         let mut cache_watch = match started {
             Ok(watch) => watch,
             Err(error) => {
-                let status = ApiError::gone(error.to_string()).to_status();
+                use crate::storage::CacheError;
+                let status = match &error {
+                    CacheError::TooOld { .. } => ApiError::gone(error.to_string()),
+                    CacheError::TooLarge { .. } => ApiError::timeout(error.to_string()),
+                    CacheError::NotReady(_) => ApiError::unavailable(error.to_string()),
+                }
+                .to_status();
                 let _ = sender.send(Ok(watch_event("ERROR", &status))).await;
                 return;
             }
@@ -737,7 +743,7 @@ async fn create(
         return Ok(with_warnings(json_response(StatusCode::CREATED, &object), &warnings));
     }
     let bytes = serde_json::to_vec(&object).expect("JSON");
-    let lease = if resource.kind == "Event" { event_lease(server).await } else { 0 };
+    let lease = if resource.kind == "Event" { event_lease(server).await? } else { 0 };
     match server.backend.create(key(&target, &name).as_bytes(), bytes, lease).await? {
         Swap::Done { revision, .. } => {
             let object = crate::storage::cache::with_resource_version(&object, revision);
@@ -753,8 +759,8 @@ fn dry_run(pairs: &[(String, String)]) -> bool {
 }
 
 /// Events expire after an hour (kube-apiserver's `--event-ttl`), through a store lease.
-async fn event_lease(server: &ApiServer) -> i64 {
-    server.backend.lease_grant(3600).await.unwrap_or(0)
+async fn event_lease(server: &ApiServer) -> Result<i64, ApiError> {
+    Ok(server.backend.lease_grant(3600).await?)
 }
 
 /// PUT (with `replacement`) or PATCH (with `patch`) of an object or its status or scale.
@@ -798,9 +804,9 @@ async fn update(
         if !desired.is_object() {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
-        // A resourceVersion in the request makes it conditional; otherwise (PATCH, or PUT
-        // without one) it applies to whatever is current.
-        let requested_rv = desired["metadata"]["resourceVersion"].as_str().map(str::to_string);
+        // A resourceVersion in the request makes it conditional; otherwise (most patches,
+        // or a PUT without one) it applies to whatever is current, retried on a lost race.
+        let requested_rv = requested_resource_version(replacement.as_ref(), patch.as_ref());
         if let Some(rv) = &requested_rv {
             if !rv.is_empty() && rv != &mod_revision.to_string() {
                 return Err(ApiError::conflict(resource.plural, name));
@@ -867,8 +873,11 @@ async fn update(
             return Ok(with_warnings(json_response(StatusCode::OK, &body), &warnings));
         }
         // Finalizers all removed from an object being deleted: the delete completes.
+        // (A namespace also waits for its contents: `spec.finalizers`.)
+        let empty = |list: &Value| list.as_array().is_none_or(Vec::is_empty);
         let finished = desired["metadata"]["deletionTimestamp"].is_string()
-            && desired["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+            && empty(&desired["metadata"]["finalizers"])
+            && (resource.kind != "Namespace" || empty(&desired["spec"]["finalizers"]));
         let swap = if finished {
             server.backend.delete(key(target, name).as_bytes(), mod_revision).await?
         } else {
@@ -1029,9 +1038,33 @@ async fn bind(
     }
 }
 
+/// DELETE of one object, retried when the object changed between the read and the delete
+/// (a delete without preconditions applies to whatever is current, as in Kubernetes).
+async fn delete(
+    server: &ApiServer,
+    target: &Target,
+    name: &str,
+    options: &Value,
+    pairs: &[(String, String)],
+) -> Result<Response<Body>, ApiError> {
+    let conditional = !options["preconditions"].is_null();
+    let mut attempts = 0;
+    loop {
+        match delete_once(server, target, name, options, pairs).await {
+            Err(error) if error.reason == "Conflict" && !conditional => {
+                attempts += 1;
+                if attempts >= CONFLICT_RETRIES_MAX {
+                    return Err(error);
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 /// DELETE of one object: graceful where Kubernetes is graceful (finalizers pending, bound
 /// pods), immediate otherwise.
-async fn delete(
+async fn delete_once(
     server: &ApiServer,
     target: &Target,
     name: &str,
@@ -1064,7 +1097,8 @@ async fn delete(
         "Background" => {}
         other => return Err(ApiError::bad_request(format!("unknown propagationPolicy {other:?}"))),
     }
-    finalizers.dedup();
+    let mut seen = std::collections::HashSet::new();
+    finalizers.retain(|f| seen.insert(f.to_string()));
     if resource.kind == "Namespace" {
         finalizers.push(json!("kubernetes"));
     }
@@ -1096,7 +1130,8 @@ async fn delete(
     match server.backend.update(key(target, name).as_bytes(), mod_revision, bytes).await? {
         Swap::Done { revision, .. } => {
             if resource.kind == "Namespace" {
-                super::admission::finish_namespace_deletion(server, name);
+                let uid = marked["metadata"]["uid"].as_str().unwrap_or("");
+                super::admission::finish_namespace_deletion(server, name, uid);
             }
             Ok(json_response(
                 StatusCode::OK,
@@ -1132,6 +1167,29 @@ async fn delete_collection(
         "apiVersion": target.resource.api_version(),
         "metadata": {"resourceVersion": revision.to_string()}, "items": items});
     Ok(json_response(StatusCode::OK, &list))
+}
+
+/// The resourceVersion the request itself names (a PUT body's, or one a patch sets), which
+/// makes the write conditional on it.
+fn requested_resource_version(
+    replacement: Option<&Value>,
+    patch: Option<&(PatchType, Vec<u8>)>,
+) -> Option<String> {
+    let from = |v: &Value| v["metadata"]["resourceVersion"].as_str().map(str::to_string);
+    match (replacement, patch) {
+        (Some(body), _) => from(body),
+        (None, Some((PatchType::Json, bytes))) => {
+            let operations: Value = serde_json::from_slice(bytes).ok()?;
+            operations.as_array()?.iter().rev().find_map(|op| {
+                let sets = matches!(op["op"].as_str(), Some("add" | "replace"));
+                (sets && op["path"] == "/metadata/resourceVersion")
+                    .then(|| op["value"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        }
+        (None, Some((_, bytes))) => from(&serde_json::from_slice::<Value>(bytes).ok()?),
+        (None, None) => None,
+    }
 }
 
 /// Whether an event type is a deletion (for callers outside this module).

@@ -285,17 +285,29 @@ async fn accept_loop(
     server: Arc<ApiServer>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(crate::limits::CONNECTIONS_MAX));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopped.wait_for(|s| *s) => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, typically: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // A bounded number of connections; one over the limit waits to be accepted.
+        let Ok(permit) = connections.clone().acquire_owned().await else { return };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let server = server.clone();
         let stopping = stopped.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let handshake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
             let Ok(Ok(tls)) = handshake.await else { return };
@@ -315,8 +327,12 @@ async fn accept_loop(
                 }
             });
             let io = hyper_util::rt::TokioIo::new(tls);
-            let builder =
+            let mut builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Headers must arrive in time: an idle client cannot hold a connection forever.
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(
+                std::time::Duration::from_millis(crate::limits::HEADER_READ_TIMEOUT_MS),
+            );
             let connection = builder.serve_connection(io, service);
             tokio::pin!(connection);
             // On shutdown, connections finish their requests and close (watches end), so
@@ -419,6 +435,14 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let path = request.uri().path().to_string();
+    // Health checks answer anyone (load balancers probe without credentials), as
+    // kube-apiserver's `system:public-info-viewer` allows.
+    if request.method() == hyper::Method::GET
+        && matches!(path.as_str(), "/healthz" | "/livez" | "/readyz")
+    {
+        let segments = [path.trim_start_matches('/')];
+        return non_resource_response(&server, &segments, "");
+    }
     let Some(user) = authenticate(&server, certificate_user, &request) else {
         server.metrics.requests.with_label_values(&["", "", "401"]).inc();
         return error_response(&ApiError::unauthorized());

@@ -129,6 +129,11 @@ impl ApiError {
         ApiError::new(501, "NotImplemented", format!("{what} is not implemented yet"))
     }
 
+    /// Kubernetes' 504 `Timeout` (e.g. a watch from a resourceVersion not reached in time).
+    pub fn timeout(message: impl Into<String>) -> ApiError {
+        ApiError::new(504, "Timeout", message)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(503, "ServiceUnavailable", message)
     }

@@ -134,7 +134,10 @@ impl TokenSigner {
         }
         let body: Value = serde_json::from_slice(&B64.decode(body).ok()?).ok()?;
         let (exp, nbf) = (body["exp"].as_i64()?, body["nbf"].as_i64().unwrap_or(0));
-        if now >= exp || now < nbf || body["iss"] != ISSUER {
+        // Only tokens meant for the API server (its audience is the issuer, Kubernetes'
+        // default `--api-audiences`): one minted for a third party cannot be replayed here.
+        let for_us = body["aud"].as_array().is_some_and(|a| a.iter().any(|a| a == ISSUER));
+        if now >= exp || now < nbf || body["iss"] != ISSUER || !for_us {
             return None;
         }
         let k8s = &body["kubernetes.io"];
@@ -166,6 +169,8 @@ mod tests {
         assert_eq!(claims().user().name, "system:serviceaccount:dev:robot");
         let other = TokenSigner::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
         assert_eq!(other.verify(&token, 1_000), None, "another cluster's key");
+        let elsewhere = signer.issue(&claims(), &["vault".to_string()], 1_000, 600);
+        assert_eq!(signer.verify(&elsewhere, 1_000), None, "meant for another audience");
         // Another account's claims under this token's signature.
         let stranger = ServiceAccountClaims { name: "admin".into(), ..claims() };
         let (other_claims, _) = signer

@@ -332,11 +332,13 @@ impl Backend {
             target_union: Some(TargetUnion::ModRevision(expected)),
         };
         let write = match value {
+            // An update keeps the key's lease (an Event keeps expiring after it is patched).
             Some(value) => Request::RequestPut(pb::PutRequest {
                 key: key.to_vec(),
                 value,
                 lease,
                 prev_kv: true,
+                ignore_lease: expected != 0,
                 ..Default::default()
             }),
             None => Request::RequestDeleteRange(pb::DeleteRangeRequest {

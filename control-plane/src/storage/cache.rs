@@ -53,6 +53,10 @@ pub enum CacheError {
     /// The resourceVersion is older than the history kept (Kubernetes answers 410 Gone).
     #[error("too old resource version: {requested} ({oldest})")]
     TooOld { requested: i64, oldest: i64 },
+    /// The resourceVersion is newer than the cache reached in time (Kubernetes' 504
+    /// "Too large resource version").
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLarge { requested: i64, current: i64 },
     /// The cache has not loaded yet (the store is unreachable).
     #[error("the watch cache for {0} is not ready")]
     NotReady(String),
@@ -61,6 +65,8 @@ pub enum CacheError {
 struct Watcher {
     filter: Filter,
     sender: mpsc::Sender<CacheEvent>,
+    /// Only changes after this revision are delivered (the watch's resourceVersion).
+    after: i64,
 }
 
 struct State {
@@ -200,6 +206,14 @@ impl WatchCache {
         filter: Filter,
     ) -> Result<CacheWatch, CacheError> {
         self.wait_ready().await?;
+        // A resourceVersion from a store read the cache has not caught up with yet: wait for
+        // it, so nothing at or before it is sent (Kubernetes waits the same way).
+        if resource_version > self.revision() {
+            self.wait_for_revision(resource_version).await.map_err(|_| CacheError::TooLarge {
+                requested: resource_version,
+                current: self.revision(),
+            })?;
+        }
         let (sender, live) = mpsc::channel(limits::WATCHER_BUFFER_EVENTS_MAX);
         let mut state = self.state.lock().expect("cache lock");
         let initial: Vec<CacheEvent> = if resource_version == 0 {
@@ -228,7 +242,8 @@ impl WatchCache {
                 .collect()
         };
         let revision = if resource_version == 0 { state.revision } else { resource_version };
-        state.watchers.push(Watcher { filter, sender });
+        let after = revision.max(state.revision);
+        state.watchers.push(Watcher { filter, sender, after });
         Ok(CacheWatch { initial, live, revision: revision.max(state.revision) })
     }
 
@@ -353,7 +368,7 @@ impl WatchCache {
         state.revision = state.revision.max(batch_revision);
         // Deliver; a watcher whose buffer is full is dropped (its stream ends).
         state.watchers.retain(|watcher| {
-            for event in &events {
+            for event in events.iter().filter(|e| e.revision > watcher.after) {
                 let Some(event) = filtered(event, &watcher.filter) else { continue };
                 if watcher.sender.try_send(event).is_err() {
                     return false;
