@@ -366,6 +366,26 @@ fn unauthenticated_and_unauthorized_requests_are_refused() {
         "spec": {"containers": [{"name": "c", "image": "i"}]}}"#;
     let (ok, _, stderr) = master.kubectl_stdin(&["--context=bob", "create", "-f", "-"], pod);
     assert!(!ok && stderr.contains("cannot create resource \"pods\""), "{stderr}");
+
+    // As namespace admin, bob may bind roles he holds, but not escalate to cluster-admin.
+    let admin = binding.replace("bob-view", "bob-admin").replace("\"view\"", "\"admin\"");
+    master.apply(&admin);
+    let escalate = binding.replace("bob-view", "bob-root").replace("\"view\"", "\"cluster-admin\"");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stderr = loop {
+        let (ok, _, stderr) =
+            master.kubectl_stdin(&["--context=bob", "apply", "-f", "-"], &escalate);
+        assert!(!ok, "bob escalated to cluster-admin");
+        // Until the admin binding is seen, the refusal is the plain RBAC one.
+        if stderr.contains("not currently held") || Instant::now() > deadline {
+            break stderr;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(stderr.contains("attempting to grant RBAC permissions not currently held"), "{stderr}");
+    let own = binding.replace("bob-view", "bob-view-2");
+    let (ok, _, stderr) = master.kubectl_stdin(&["--context=bob", "apply", "-f", "-"], &own);
+    assert!(ok, "binding a role bob holds: {stderr}");
 }
 
 /// Service-account tokens from the TokenRequest subresource authenticate as the account,

@@ -22,6 +22,7 @@ pub async fn admit_create(
     object: &mut Value,
 ) -> Result<(), ApiError> {
     restrict_node(user, resource, object)?;
+    prevent_escalation(server, user, resource, target.namespace.as_deref(), object)?;
     if resource.namespaced {
         let namespace = target.namespace.as_deref().unwrap_or("default");
         let key = format!("/registry/namespaces/{namespace}");
@@ -56,6 +57,27 @@ pub async fn admit_create(
         }
         Ok(())
     }
+}
+
+/// RBAC objects may only grant what their writer already holds (see `RbacView::may_grant`).
+pub fn prevent_escalation(
+    server: &ApiServer,
+    user: &User,
+    resource: &Resource,
+    namespace: Option<&str>,
+    object: &Value,
+) -> Result<(), ApiError> {
+    if resource.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    let namespace = if resource.namespaced { namespace } else { None };
+    server.rbac_view().may_grant(user, object, namespace).map_err(|why| {
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        ApiError::forbidden_message(format!(
+            "{}.rbac.authorization.k8s.io \"{name}\" is forbidden: {why}",
+            resource.plural
+        ))
+    })
 }
 
 /// Kubernetes' NodeRestriction: a node's credentials (`system:node:<name>` in group
@@ -383,12 +405,15 @@ const POD_UPDATE_FORBIDDEN: &str = "spec: Forbidden: pod updates may not change 
 
 /// Checks an update against what Kubernetes treats as immutable.
 pub fn admit_update(
+    server: &ApiServer,
     user: &User,
     resource: &Resource,
     current: &Value,
     desired: &Value,
 ) -> Result<(), ApiError> {
     restrict_node(user, resource, current)?;
+    let namespace = current["metadata"]["namespace"].as_str();
+    prevent_escalation(server, user, resource, namespace, desired)?;
     let name = current["metadata"]["name"].as_str().unwrap_or("");
     let immutable: &[&str] = match resource.kind {
         "Deployment" | "ReplicaSet" | "DaemonSet" => &["selector"],

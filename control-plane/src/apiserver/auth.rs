@@ -158,6 +158,97 @@ fn rule_allows(rule: &Value, attributes: &Attributes<'_>) -> bool {
 }
 
 impl RbacView {
+    /// Kubernetes' privilege-escalation prevention for RBAC writes: a user may create or
+    /// change a role only with rules it already holds (or the `escalate` verb on roles), and
+    /// bind a role only if it holds the role's rules (or the `bind` verb on it). `object` is a
+    /// Role, ClusterRole, RoleBinding or ClusterRoleBinding; `namespace` is where it lives.
+    pub fn may_grant(
+        &self,
+        user: &User,
+        object: &Value,
+        namespace: Option<&str>,
+    ) -> Result<(), String> {
+        if user.is_in("system:masters") {
+            return Ok(());
+        }
+        let kind = object["kind"].as_str().unwrap_or("");
+        let (rules, verb, resource, name) = match kind {
+            "Role" | "ClusterRole" => {
+                let rules = object["rules"].as_array().cloned().unwrap_or_default();
+                let plural = if kind == "Role" { "roles" } else { "clusterroles" };
+                (rules, "escalate", plural, object["metadata"]["name"].as_str())
+            }
+            _ => {
+                let role_ref = &object["roleRef"];
+                let plural = if role_ref["kind"] == "Role" { "roles" } else { "clusterroles" };
+                let rules = self.role_rules(role_ref, namespace);
+                (rules, "bind", plural, role_ref["name"].as_str())
+            }
+        };
+        let special = Attributes::Resource {
+            verb,
+            group: "rbac.authorization.k8s.io",
+            resource: resource.to_string(),
+            namespace,
+            name,
+        };
+        if self.allows(user, &special) {
+            return Ok(());
+        }
+        for rule in &rules {
+            if let Some(missing) = self.missing_from(user, rule, namespace) {
+                return Err(format!(
+                    "user \"{}\" is attempting to grant RBAC permissions not currently held: \
+                     {missing}",
+                    user.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first part of `rule` the user does not hold, if any.
+    fn missing_from(&self, user: &User, rule: &Value, namespace: Option<&str>) -> Option<String> {
+        let list = |field: &str| strings(&rule[field]).map(str::to_string).collect::<Vec<_>>();
+        let verbs = list("verbs");
+        let urls = list("nonResourceURLs");
+        for url in &urls {
+            for verb in &verbs {
+                if !self.allows(user, &Attributes::NonResource { verb, path: url }) {
+                    return Some(format!("{{NonResourceURLs:[\"{url}\"], Verbs:[\"{verb}\"]}}"));
+                }
+            }
+        }
+        let names = list("resourceNames");
+        let names: Vec<Option<&str>> = if names.is_empty() {
+            vec![None]
+        } else {
+            names.iter().map(|n| Some(n.as_str())).collect()
+        };
+        for group in list("apiGroups") {
+            for resource in list("resources") {
+                for verb in &verbs {
+                    for name in &names {
+                        let wanted = Attributes::Resource {
+                            verb,
+                            group: &group,
+                            resource: resource.clone(),
+                            namespace,
+                            name: *name,
+                        };
+                        if !self.allows(user, &wanted) {
+                            return Some(format!(
+                                "{{APIGroups:[\"{group}\"], Resources:[\"{resource}\"], \
+                                 Verbs:[\"{verb}\"]}}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
     fn role_rules(&self, role_ref: &Value, namespace: Option<&str>) -> Vec<Value> {
         let name = role_ref["name"].as_str().unwrap_or("");
         let found = match role_ref["kind"].as_str() {
@@ -256,5 +347,26 @@ mod tests {
         assert!(view.allows(&alice, &version));
         let admin = user("root", &["system:masters"]);
         assert!(view.allows(&admin, &get_pods(None, "delete")));
+
+        // alice reads pods in dev: she may bind `reader` there, not cluster-admin.
+        let mut view = view;
+        view.cluster_roles.push(Arc::new(json!({"metadata": {"name": "cluster-admin"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})));
+        let bind = |role: &str, kind: &str| {
+            json!({"kind": "RoleBinding",
+            "metadata": {"name": "x", "namespace": "dev"},
+            "roleRef": {"kind": kind, "name": role},
+            "subjects": [{"kind": "User", "name": "alice"}]})
+        };
+        assert!(view.may_grant(&alice, &bind("reader", "Role"), Some("dev")).is_ok());
+        let escalation = view.may_grant(&alice, &bind("cluster-admin", "ClusterRole"), Some("dev"));
+        assert!(escalation.unwrap_err().contains("not currently held"));
+        let role = |verb: &str| {
+            json!({"kind": "Role", "metadata": {"name": "r"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": [verb]}]})
+        };
+        assert!(view.may_grant(&alice, &role("list"), Some("dev")).is_ok());
+        assert!(view.may_grant(&alice, &role("delete"), Some("dev")).is_err());
+        assert!(view.may_grant(&admin, &bind("cluster-admin", "ClusterRole"), None).is_ok());
     }
 }

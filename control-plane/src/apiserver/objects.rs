@@ -858,7 +858,7 @@ async fn update(
             }
             _ => {}
         }
-        super::admission::admit_update(user, resource, &current, &desired)?;
+        super::admission::admit_update(server, user, resource, &current, &desired)?;
         let (mut desired, warnings) = normalize(resource, &desired, pairs)?;
         metadata_mut(&mut desired).remove("resourceVersion");
         if dry_run(pairs) {

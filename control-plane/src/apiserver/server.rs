@@ -127,7 +127,7 @@ impl ApiServer {
         self.caches.get(plural).expect("every served resource has a cache")
     }
 
-    fn rbac_view(&self) -> RbacView {
+    pub(crate) fn rbac_view(&self) -> RbacView {
         let all = |plural: &str| -> Vec<Arc<Value>> { self.cache(plural).all_objects() };
         RbacView {
             roles: all("roles"),
