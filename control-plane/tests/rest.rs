@@ -215,6 +215,13 @@ async fn finalizers_status_and_scale_follow_kubernetes() {
     .expect("a Deployment");
     let created = deployments.create(&PostParams::default(), &deployment).await.expect("create");
     assert_eq!(created.metadata.generation, Some(1));
+    // Replacing it with the same manifest (defaults left out) is no spec change.
+    let mut same = deployment.clone();
+    same.metadata.resource_version = created.metadata.resource_version.clone();
+    let replaced = deployments.replace("web", &PostParams::default(), &same).await.expect("put");
+    assert_eq!(replaced.metadata.generation, Some(1));
+    let strategy = replaced.spec.as_ref().and_then(|s| s.strategy.as_ref());
+    assert_eq!(strategy.and_then(|s| s.type_.as_deref()), Some("RollingUpdate"));
     // Status changes only through /status; spec changes bump the generation.
     let status = json!({"status": {"replicas": 2, "readyReplicas": 1}});
     deployments
@@ -237,7 +244,9 @@ async fn finalizers_status_and_scale_follow_kubernetes() {
         .patch_scale("web", &PatchParams::default(), &Patch::Merge(&rescale))
         .await
         .expect("scale");
-    assert_eq!(deployments.get("web").await.expect("get").spec.and_then(|s| s.replicas), Some(1));
+    let scaled = deployments.get("web").await.expect("get");
+    assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(1));
+    assert_eq!(scaled.metadata.generation, Some(3), "scaling changes the spec");
 
     // A pod bound once through pods/binding; a second binding conflicts.
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");

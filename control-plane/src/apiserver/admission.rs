@@ -523,16 +523,25 @@ fn default_pod_spec(spec: &mut Value) {
 
 /// Kubernetes' defaults for the fields clients leave out.
 fn default(resource: &Resource, object: &mut Value) {
+    default_spec(resource, object);
     match resource.kind {
-        "Namespace" => {
-            set_default(object, &["spec", "finalizers"], json!(["kubernetes"]));
-            object["status"] = json!({"phase": "Active"});
-        }
+        "Namespace" => object["status"] = json!({"phase": "Active"}),
         "Pod" => {
-            default_pod_spec(&mut object["spec"]);
             let qos = qos_class(&object["spec"]);
             object["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
+        "Deployment" | "ReplicaSet" | "DaemonSet" => object["status"] = json!({}),
+        "Service" => object["status"] = json!({"loadBalancer": {}}),
+        _ => {}
+    }
+}
+
+/// The spec defaults, applied on create and on every update (so a replace that leaves out a
+/// defaulted field neither loses it nor looks like a spec change).
+pub fn default_spec(resource: &Resource, object: &mut Value) {
+    match resource.kind {
+        "Namespace" => set_default(object, &["spec", "finalizers"], json!(["kubernetes"])),
+        "Pod" => default_pod_spec(&mut object["spec"]),
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
             if resource.kind != "DaemonSet" {
                 set_default(object, &["spec", "replicas"], json!(1));
@@ -557,7 +566,6 @@ fn default(resource: &Resource, object: &mut Value) {
                 );
             }
             default_pod_spec(&mut object["spec"]["template"]["spec"]);
-            object["status"] = json!({});
         }
         "Service" => {
             set_default(object, &["spec", "type"], json!("ClusterIP"));
@@ -569,9 +577,20 @@ fn default(resource: &Resource, object: &mut Value) {
                     set_default(port, &["targetPort"], number);
                 }
             }
-            object["status"] = json!({"loadBalancer": {}});
         }
         _ => {}
+    }
+}
+
+/// Fields a client may leave out of a replace that the server keeps from the current object
+/// (Kubernetes keeps an allocated Service clusterIP).
+pub fn carry_over(resource: &Resource, current: &Value, desired: &mut Value) {
+    if resource.kind == "Service" {
+        for field in ["clusterIP", "clusterIPs"] {
+            if desired["spec"][field].is_null() && !current["spec"][field].is_null() {
+                desired["spec"][field] = current["spec"][field].clone();
+            }
+        }
     }
 }
 

@@ -820,6 +820,10 @@ async fn update(
         }
         desired["apiVersion"] = json!(resource.api_version());
         desired["kind"] = json!(resource.kind);
+        if subresource.is_none() {
+            super::admission::default_spec(resource, &mut desired);
+            super::admission::carry_over(resource, &current, &mut desired);
+        }
         // What the server owns is kept from the current object.
         {
             let current_meta = current["metadata"].as_object().cloned().unwrap_or_default();
@@ -851,15 +855,19 @@ async fn update(
                 if desired["status"].is_null() {
                     desired.as_object_mut().expect("object").remove("status");
                 }
-                if desired["spec"] != current["spec"] {
-                    let generation = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-                    desired["metadata"]["generation"] = json!(generation);
-                }
             }
             _ => {}
         }
         super::admission::admit_update(server, user, resource, &current, &desired)?;
         let (mut desired, warnings) = normalize(resource, &desired, pairs)?;
+        // Compared once both went through the same typed round trip.
+        if resource.has_status
+            && subresource != Some("status")
+            && desired["spec"] != current["spec"]
+        {
+            let generation = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            desired["metadata"]["generation"] = json!(generation);
+        }
         metadata_mut(&mut desired).remove("resourceVersion");
         if dry_run(pairs) {
             return Ok(with_warnings(json_response(StatusCode::OK, &desired), &warnings));
