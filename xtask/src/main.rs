@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's automation (set-up, run, test, tidy), in Rust.
 //!
 //! `cargo xtask up` installs missing system packages, builds in release and starts a
-//! single-member store; `cargo xtask test` installs what the tests need and runs every test.
+//! single-member master (a store member and the API server); `cargo xtask test` installs what the tests need and runs every test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,8 +26,8 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 up            install build packages, build in release, start a single-member \
-                 store on 127.0.0.1:2379 (data in ./skiff-data)\n  \
+                 up            install build packages, build in release, start a master: store \
+                 on 127.0.0.1:2379, API server on 127.0.0.1:6443 (data in ./skiff-data)\n  \
                  test [args]   install test packages, run every test (args go to cargo test)\n  \
                  tidy          formatting and lint checks\n  \
                  install-deps  install every system package the project uses"
@@ -103,10 +103,17 @@ fn up(root: &Path, args: &[String]) -> Result<()> {
         .unwrap_or_else(|| root.join("target"));
     let skiff = target.join("release").join("skiff");
     let data_dir = std::env::current_dir()?.join("skiff-data");
-    eprintln!("xtask: starting a single-member store on 127.0.0.1:2379, data in {data_dir:?}");
-    eprintln!("xtask: try `etcdctl --endpoints 127.0.0.1:2379 put greeting hello` (ctrl-c stops)");
+    eprintln!(
+        "xtask: starting a master (store on 127.0.0.1:2379, API server on https://127.0.0.1:6443), \
+         data in {data_dir:?}"
+    );
+    eprintln!(
+        "xtask: try `etcdctl --endpoints 127.0.0.1:2379 member list` or \
+         `KUBECONFIG={}/admin.kubeconfig kubectl get namespaces` (ctrl-c stops)",
+        data_dir.display()
+    );
     run(Command::new(skiff)
-        .args(["store", "--name", "default", "--data-dir"])
+        .args(["master", "--name", "default", "--data-dir"])
         .arg(&data_dir)
         .args(["--listen-client-urls", "http://127.0.0.1:2379"])
         .args(["--advertise-client-urls", "http://127.0.0.1:2379"])
