@@ -2,91 +2,32 @@
 //! `skiff master`: discovery, create/apply/get/watch/patch/label/scale/delete, Tables, and
 //! authentication and RBAC refusals.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Master {
-    child: Child,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-    cache: tempfile::TempDir,
+use common::master::{Master, Run};
+
+/// kubectl against a master, stdout trimmed.
+trait Kubectl {
+    fn kubectl(&self, args: &[&str]) -> Run;
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Run;
+    /// kubectl that must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String;
+    fn apply(&self, manifest: &str) -> String;
 }
 
-impl Master {
-    /// Starts `skiff master` with an embedded store on `ip`, API server on `ip:6443`.
-    fn start(ip: &str, extra: &[&str]) -> Master {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("master.log")).expect("log");
-        let data = dir.path().join("data");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("master")
-            .args(["--name", "m1"])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &format!("http://{ip}:2379")])
-            .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
-            .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
-            .args(["--initial-advertise-peer-urls", &format!("http://{ip}:2380")])
-            .args(["--bind-address", ip, "--secure-port", "6443"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn skiff master");
-        let kubeconfig = data.join("admin.kubeconfig");
-        let master =
-            Master { child, dir, kubeconfig, cache: tempfile::tempdir().expect("cache dir") };
-        master.wait_ready();
-        master
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.kubeconfig.exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
-                if out.0 && out.1 == "ok" {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "master not ready:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("kubectl");
-        command
-            .env("KUBECONFIG", &self.kubeconfig)
-            // kubectl on PATH dispatches on /version and caches it: a fresh cache per master.
-            .env("KUBECACHEDIR", self.cache.path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
-    }
-
-    /// Runs kubectl; returns (success, stdout trimmed, stderr).
-    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+impl Kubectl for Master {
+    fn kubectl(&self, args: &[&str]) -> Run {
         self.kubectl_stdin(args, "")
     }
 
-    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
-        use std::io::Write;
-        let mut child = self.command(args).spawn().expect("run kubectl");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-        let output = child.wait_with_output().expect("kubectl output");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (output.status.success(), text(&output.stdout).trim_end().to_string(), text(&output.stderr))
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let (ok, stdout, stderr) = self.run(self.command("kubectl", args), stdin);
+        (ok, stdout.trim_end().to_string(), stderr)
     }
 
-    /// kubectl that must succeed; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
         let (ok, stdout, stderr) = self.kubectl(args);
         assert!(
@@ -101,17 +42,6 @@ impl Master {
         let (ok, stdout, stderr) = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
         assert!(ok, "kubectl apply failed:\n{stdout}\n{stderr}\n{}", self.log());
         stdout
-    }
-
-    fn kubeconfig_path(&self) -> &Path {
-        &self.kubeconfig
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -246,7 +176,7 @@ fn kubectl_manages_objects_with_default_validation() {
     assert_eq!(master.ok(&["get", "pods", "-l", "tier=frontend", "-o", "name"]), "");
 
     let mut watcher =
-        master.command(&["get", "pods", "-w", "--no-headers"]).spawn().expect("watch");
+        master.command("kubectl", &["get", "pods", "-w", "--no-headers"]).spawn().expect("watch");
     let stdout = watcher.stdout.take().expect("watch stdout");
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -322,7 +252,7 @@ fn unauthenticated_and_unauthorized_requests_are_refused() {
     // kubectl's wording for a 401.
     assert!(stderr.contains("You must be logged in to the server"), "{stderr}");
     // No credentials at all (kubectl would prompt for them): a plain HTTPS request.
-    let ca = master.kubeconfig_path().parent().expect("data dir").join("pki/ca.crt");
+    let ca = master.kubeconfig.as_path().parent().expect("data dir").join("pki/ca.crt");
     let anonymous = Command::new("curl")
         .args(["-sS", "--cacert"])
         .arg(&ca)
@@ -462,7 +392,7 @@ except client.exceptions.ApiException as e:
 "#;
     let output = Command::new("python3")
         .args(["-c", script])
-        .arg(master.kubeconfig_path())
+        .arg(master.kubeconfig.as_path())
         .output()
         .expect("python3");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -2,89 +2,26 @@
 //! commands must print the same thing (AGE cells masked), and objects either tool applies
 //! must look applied to the other.
 
-use std::io::{BufRead, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-struct Master {
-    child: Child,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-    cache: tempfile::TempDir,
+use std::io::BufRead;
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::master::{Master, Run};
+
+/// kubectl and podctl against a master, side by side.
+trait Tools {
+    fn kubectl(&self, args: &[&str]) -> Run;
+    fn podctl(&self, args: &[&str]) -> Run;
+    fn podctl_stdin(&self, args: &[&str], stdin: &str) -> Run;
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Run;
+    fn ok(&self, args: &[&str]) -> String;
+    fn same(&self, args: &[&str]) -> String;
 }
 
-/// What one CLI run did: (success, stdout, stderr).
-type Run = (bool, String, String);
-
-impl Master {
-    /// Starts `skiff master` with an embedded store on `ip`, API server on `ip:6443`.
-    fn start(ip: &str) -> Master {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("master.log")).expect("log");
-        let data = dir.path().join("data");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("master")
-            .args(["--name", "m1"])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &format!("http://{ip}:2379")])
-            .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
-            .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
-            .args(["--initial-advertise-peer-urls", &format!("http://{ip}:2380")])
-            .args(["--bind-address", ip, "--secure-port", "6443"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn skiff master");
-        let kubeconfig = data.join("admin.kubeconfig");
-        let master =
-            Master { child, dir, kubeconfig, cache: tempfile::tempdir().expect("cache dir") };
-        master.wait_ready();
-        master
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.kubeconfig.exists() {
-                let out = self.kubectl(&["get", "--raw", "/readyz"]);
-                if out.0 && out.1 == "ok" {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "master not ready:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(program);
-        command
-            .env("KUBECONFIG", &self.kubeconfig)
-            // kubectl on PATH dispatches on /version and caches it: a fresh cache per master.
-            .env("KUBECACHEDIR", self.cache.path())
-            .env_remove("KUBE_EDITOR")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
-    }
-
-    fn run(&self, mut command: Command, stdin: &str) -> Run {
-        let mut child = command.spawn().expect("spawn");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-        let output = child.wait_with_output().expect("output");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (output.status.success(), text(&output.stdout), text(&output.stderr))
-    }
-
+impl Tools for Master {
     fn kubectl(&self, args: &[&str]) -> Run {
         self.run(self.command("kubectl", args), "")
     }
@@ -136,13 +73,6 @@ impl Master {
     }
 }
 
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Replaces age cells (`0s`, `5m`, `2d3h`) with `?` of the same width, so alignment is still
 /// compared.
 fn mask_ages(text: &str) -> String {
@@ -180,7 +110,7 @@ fn pod(name: &str, labels: &str) -> String {
 
 #[test]
 fn podctl_get_prints_what_kubectl_prints() {
-    let master = Master::start("127.0.82.1");
+    let master = Master::start("127.0.82.1", &[]);
     let manifests = format!("{DEPLOYMENT}---\n{}---\n{}", pod("p1", "app: db"), pod("p2", ""));
     let (ok, _, stderr) = master.kubectl_stdin(&["apply", "-f", "-"], &manifests);
     assert!(ok, "{stderr}");
@@ -286,7 +216,7 @@ fn transcript(master: &Master, tool: &str, name: &str) -> String {
 
 #[test]
 fn podctl_changes_objects_as_kubectl_does() {
-    let master = Master::start("127.0.82.2");
+    let master = Master::start("127.0.82.2", &[]);
     let expected = transcript(&master, "kubectl", "kweb");
     let actual = transcript(&master, "podctl", "pweb");
     assert_eq!(actual, expected);
@@ -378,7 +308,7 @@ fn next_lines(receiver: &mpsc::Receiver<String>, count: usize) -> Vec<String> {
 
 #[test]
 fn podctl_watch_prints_changes_as_kubectl_does() {
-    let master = Master::start("127.0.82.3");
+    let master = Master::start("127.0.82.3", &[]);
     master.podctl_stdin(&["create", "-f", "-"], &pod("p1", ""));
     let (mut kubectl, kubectl_lines) = watch(&master, "kubectl");
     let (mut podctl, podctl_lines) = watch(&master, env!("CARGO_BIN_EXE_podctl"));

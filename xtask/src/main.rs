@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation (set-up, run, test, tidy), in Rust.
 //!
 //! `cargo xtask up` installs missing system packages, builds in release and starts a
-//! single-member master (a store member and the API server); `cargo xtask test` installs what the tests need and runs every test.
+//! single-member master (a store member and the API server); `cargo xtask test` installs
+//! what the tests need and runs every test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

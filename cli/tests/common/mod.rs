@@ -3,6 +3,8 @@
 //! Each test uses its own 127.x.y.* addresses, so tests run in parallel without port clashes.
 #![allow(dead_code)]
 
+pub mod master;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
