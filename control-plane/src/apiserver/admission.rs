@@ -165,14 +165,7 @@ fn apply_limit_ranges(
                         }
                     }
                 }
-                // A request left unset defaults to the limit, as Kubernetes does.
-                let limits =
-                    container["resources"]["limits"].as_object().cloned().unwrap_or_default();
-                for (name, value) in limits {
-                    if container["resources"]["requests"][&name].is_null() {
-                        container["resources"]["requests"][&name] = value;
-                    }
-                }
+                requests_from_limits(container);
                 for (name, max) in limit["max"].as_object().into_iter().flatten() {
                     let (Some(max), Some(used)) =
                         (quantity(max), quantity(&container["resources"]["limits"][name]))
@@ -300,9 +293,16 @@ async fn charge_quotas(
         if quotas.is_empty() {
             return Ok(());
         }
+        // The namespace's running pods, read once for every quota of this attempt.
+        let pods = store_objects(server, &format!("/registry/pods/{namespace}/")).await?;
+        let live_pods: Vec<&Value> = pods
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .collect();
         let mut decisions = Vec::new();
         for (quota, mod_revision) in &quotas {
-            let used = quota_usage(server, namespace, resource, object, quota).await?;
+            let used = quota_usage(server, namespace, resource, object, quota, &live_pods).await?;
             decisions.push((quota, *mod_revision, used));
         }
         let mut lost_race = false;
@@ -338,6 +338,7 @@ async fn quota_usage(
     resource: &Resource,
     object: &Value,
     quota: &Value,
+    live_pods: &[&Value],
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
     let quota_name = quota["metadata"]["name"].as_str().unwrap_or("").to_string();
     let hard = quota["spec"]["hard"].as_object().cloned().unwrap_or_default();
@@ -348,12 +349,7 @@ async fn quota_usage(
         let counts_pods = resource.kind == "Pod" && !quota_resource.starts_with("count/")
             || quota_resource == "count/pods";
         let (current, requested) = if counts_pods {
-            let pods = store_objects(server, &format!("/registry/pods/{namespace}/")).await?;
-            let live = pods
-                .iter()
-                .map(|(p, _)| p)
-                .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")));
-            let current: i128 = live.map(|p| pod_usage(p, quota_resource).0).sum();
+            let current: i128 = live_pods.iter().map(|p| pod_usage(p, quota_resource).0).sum();
             let requested = if resource.kind == "Pod" {
                 pod_usage(object, quota_resource)
             } else {
@@ -486,6 +482,16 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
+/// A limit without a request makes the request equal to it, as Kubernetes defaults it.
+fn requests_from_limits(container: &mut Value) {
+    let limits = container["resources"]["limits"].as_object().cloned();
+    for (name, limit) in limits.into_iter().flatten() {
+        if container["resources"]["requests"][&name].is_null() {
+            container["resources"]["requests"][&name] = limit;
+        }
+    }
+}
+
 fn default_pod_spec(spec: &mut Value) {
     set_default(spec, &["restartPolicy"], json!("Always"));
     set_default(spec, &["dnsPolicy"], json!("ClusterFirst"));
@@ -504,13 +510,7 @@ fn default_pod_spec(spec: &mut Value) {
                 );
                 set_default(container, &["terminationMessagePath"], json!("/dev/termination-log"));
                 set_default(container, &["terminationMessagePolicy"], json!("File"));
-                // A limit without a request makes the request equal to it.
-                let limits = container["resources"]["limits"].as_object().cloned();
-                for (name, limit) in limits.into_iter().flatten() {
-                    if container["resources"]["requests"][&name].is_null() {
-                        container["resources"]["requests"][&name] = limit;
-                    }
-                }
+                requests_from_limits(container);
                 if let Some(ports) = container["ports"].as_array_mut() {
                     for port in ports {
                         set_default(port, &["protocol"], json!("TCP"));

@@ -17,7 +17,7 @@ use super::server::{error_response, json_response, ApiServer};
 use super::status::ApiError;
 use super::table;
 use crate::resources::{self, Resource};
-use crate::storage::cache::{CacheEvent, EventType, Filter};
+use crate::storage::cache::{CacheEvent, Filter};
 use crate::storage::Swap;
 
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB).
@@ -1198,11 +1198,6 @@ fn requested_resource_version(
         (None, Some((_, bytes))) => from(&serde_json::from_slice::<Value>(bytes).ok()?),
         (None, None) => None,
     }
-}
-
-/// Whether an event type is a deletion (for callers outside this module).
-pub fn is_delete(kind: EventType) -> bool {
-    kind == EventType::Deleted
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::objects::{self, Target};
 use super::status::ApiError;
 use super::{discovery, openapi};
 use crate::pki::{self, Credential, Pki};
-use crate::resources::{self, RESOURCES};
+use crate::resources::RESOURCES;
 use crate::storage::{Backend, WatchCache};
 
 /// How to run the API server.
@@ -588,9 +588,4 @@ fn non_resource_response(server: &ApiServer, segments: &[&str], accept: &str) ->
         },
         _ => error_response(&ApiError::path_not_found()),
     }
-}
-
-/// Every served resource is known to the router (used by tests and `podctl`).
-pub fn served_plurals() -> Vec<&'static str> {
-    resources::RESOURCES.iter().map(|r| r.plural).collect()
 }
