@@ -108,7 +108,25 @@ async fn a_compacted_start_revision_is_cancelled_with_the_compact_revision() {
     write_keys(&url, 0..30).await;
     let mut client = kv(&url).await;
     client.compact(pb::CompactionRequest { revision: 20, physical: true }).await.expect("compact");
-    let mut stream = open(&cluster.members[(leader + 1) % 3].client_url()).await;
+    // The follower applies the compaction a moment after the leader answers: wait until its
+    // own state says revision 5 is gone (a local read), so the watch meets the compaction.
+    let follower_url = cluster.members[(leader + 1) % 3].client_url();
+    let mut follower = kv(&follower_url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let old = pb::RangeRequest {
+            key: b"k".to_vec(),
+            revision: 5,
+            serializable: true,
+            ..Default::default()
+        };
+        match follower.range(old).await {
+            Err(status) if status.message().contains("compacted") => break,
+            _ => assert!(Instant::now() < deadline, "the follower never applied the compaction"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stream = open(&follower_url).await;
     let created = stream.create("k", 5).await;
     let cancelled = stream.next().await;
     assert_eq!(cancelled.watch_id, created.watch_id);
