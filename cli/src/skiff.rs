@@ -1,6 +1,7 @@
 //! `skiff`: runs Skiff's servers. `skiff store` is one store member with etcd's flags;
-//! `skiff master` is a control-plane node: a store member (or external store endpoints) and
-//! the API server.
+//! `skiff master` is a control-plane node: a store member (or external store endpoints), the
+//! API server, and the leader-elected scheduler and controller manager; `skiff hollow-nodes`
+//! runs fake nodes for scale tests.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,8 +22,37 @@ struct Cli {
 enum Command {
     /// Run one store member (an etcd v3 API server).
     Store(StoreFlags),
-    /// Run a control-plane node: an embedded store member and the Kubernetes API server.
+    /// Run a control-plane node: an embedded store member, the Kubernetes API server, and the
+    /// leader-elected scheduler and controller manager.
     Master(MasterFlags),
+    /// Run fake nodes for scale tests: they register, renew their Leases and report the pods
+    /// bound to them Running, without running anything.
+    HollowNodes(HollowFlags),
+}
+
+/// What `skiff hollow-nodes` simulates.
+#[derive(Args)]
+struct HollowFlags {
+    /// How many nodes.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Node names are `<prefix><index>`.
+    #[arg(long, default_value = "hollow-")]
+    name_prefix: String,
+    /// First index (to run several processes with one prefix).
+    #[arg(long, default_value_t = 0)]
+    first_index: usize,
+    /// Credentials and server (an admin kubeconfig, or one allowed to write nodes, leases
+    /// and pod status).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// CPU, memory and pods each node offers.
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
 }
 
 /// kube-apiserver's flags where they exist, plus the embedded member's store flags.
@@ -49,6 +79,32 @@ struct MasterFlags {
     /// Recent changes each watch cache keeps for watchers resuming from a resourceVersion.
     #[arg(long, default_value_t = control_plane::limits::CACHE_HISTORY_EVENTS_MAX)]
     default_watch_cache_size: usize,
+    /// Elect one active scheduler and controller manager across masters on Leases in
+    /// kube-system (off: this master's always act).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long a node's Lease may go unrenewed before the node is marked Unknown and tainted
+    /// (e.g. `50s`, `2m`).
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// Seconds pods tolerate the not-ready and unreachable taints when they say nothing else.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: u64,
+}
+
+/// Parses a Go-style duration of one unit: `500ms`, `50s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    let millis = match unit {
+        "ms" => value,
+        "s" | "" => value * 1_000,
+        "m" => value * 60_000,
+        "h" => value * 3_600_000,
+        _ => return Err(format!("invalid duration {text:?}: use ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(millis))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,6 +207,7 @@ async fn run_store(flags: StoreFlags) -> anyhow::Result<()> {
 
 async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
     let data_dir = flags.store.data_dir.clone();
+    let name = flags.store.name.clone();
     let (backend, embedded) = if flags.store_endpoints.is_empty() {
         let running = store::start(flags.store.into_config()?).await?;
         (control_plane::storage::Backend::Embedded(running.store.clone()), Some(running))
@@ -173,6 +230,23 @@ async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
         watch_cache_size: flags.default_watch_cache_size,
     };
     let api = control_plane::apiserver::server::start(config, backend).await?;
+    let components = control_plane::master::start(
+        &api,
+        control_plane::master::ComponentsConfig {
+            name: name.clone(),
+            leader_elect: flags.leader_elect,
+            scheduler: control_plane::scheduler::SchedulerConfig::default(),
+            controllers: control_plane::controllers::ControllerManagerConfig {
+                host: name,
+                node_monitor_grace_period: flags.node_monitor_grace_period,
+                default_not_ready_toleration: std::time::Duration::from_secs(
+                    flags.default_not_ready_toleration_seconds,
+                ),
+                ..Default::default()
+            },
+        },
+    )
+    .await?;
     let kubeconfig = api.admin_kubeconfig.display().to_string();
     tracing::info!(address = %api.address, %kubeconfig, "master ready");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -181,10 +255,30 @@ async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
+    components.shutdown().await;
     api.shutdown().await;
     if let Some(running) = embedded {
         running.shutdown().await;
     }
+    Ok(())
+}
+
+async fn run_hollow_nodes(flags: HollowFlags) -> anyhow::Result<()> {
+    let client = control_plane::client::from_kubeconfig_file(&flags.kubeconfig).await?;
+    let mut config = control_plane::hollow::HollowConfig::new(&flags.name_prefix, flags.count);
+    config.first_index = flags.first_index;
+    config.cpu = flags.cpu;
+    config.memory = flags.memory;
+    config.pods = flags.max_pods;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let nodes = tokio::spawn(control_plane::hollow::run(client, config, stopped));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    let _ = stop.send(true);
+    nodes.await??;
     Ok(())
 }
 
@@ -203,6 +297,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Store(flags) => run_store(flags).await,
             Command::Master(flags) => run_master(flags).await,
+            Command::HollowNodes(flags) => run_hollow_nodes(flags).await,
         }
     });
     match result {

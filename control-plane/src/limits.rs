@@ -23,3 +23,42 @@ pub const CONNECTIONS_MAX: usize = 4_096;
 pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 /// Pause before a watch cache re-lists after its store watch broke.
 pub const CACHE_RELIST_BACKOFF_MS: u64 = 500;
+
+/// Distinct (object, reason, message) events a recorder remembers to count repeats instead of
+/// creating new Events.
+pub const EVENT_DEDUPE_ENTRIES_MAX: usize = 4_096;
+/// Reconciles one controller runs at once (kube-controller-manager's `--concurrent-*-syncs`
+/// default is 5; Skiff's reconciles are async, so a few more cost little).
+pub const CONTROLLER_CONCURRENT_RECONCILES: u16 = 8;
+/// Pods a ReplicaSet or DaemonSet creates in one reconcile, in slow-start batches (1, 2, 4,
+/// ...) that stop at the first failure (Kubernetes' burstReplicas).
+pub const CONTROLLER_BURST_REPLICAS: usize = 500;
+/// How long a controller waits to observe its own creations and deletions before acting again
+/// anyway (Kubernetes' expectations timeout).
+pub const CONTROLLER_EXPECTATIONS_TIMEOUT_MS: u64 = 300_000;
+/// Longest a controller waits for its caches to load before giving up on a reconcile.
+pub const CONTROLLER_CACHE_SYNC_TIMEOUT_MS: u64 = 30_000;
+/// Status and Lease writes hollow nodes keep in flight at once.
+pub const HOLLOW_STATUS_WRITES_IN_FLIGHT: usize = 32;
+
+/// Pod bindings the scheduler has in flight at once (each a `pods/binding` POST followed by the
+/// `Scheduled` event); scheduling pauses while all are taken. At ~20 ms per binding and event
+/// this sustains ~3,000 pods/s, above the 1,000 pods/s target.
+pub const SCHEDULER_BINDINGS_IN_FLIGHT_MAX: usize = 64;
+/// Unschedulable reports (`FailedScheduling` event and PodScheduled condition) in flight at once;
+/// scheduling pauses while all are taken, so a flood of unfit pods cannot queue API calls
+/// without bound.
+pub const SCHEDULER_FAILURE_REPORTS_IN_FLIGHT_MAX: usize = 16;
+/// A pod's back-off after a failed attempt: first, then doubling up to the maximum
+/// (kube-scheduler's `podInitialBackoffSeconds` and `podMaxBackoffSeconds`).
+pub const SCHEDULER_POD_BACKOFF_INITIAL_MS: u64 = 1_000;
+pub const SCHEDULER_POD_BACKOFF_MAX_MS: u64 = 10_000;
+/// The longest an unschedulable pod waits for a helpful cluster change before it is tried again
+/// (kube-scheduler's `podMaxInUnschedulablePodsDuration`).
+pub const SCHEDULER_UNSCHEDULABLE_MAX_MS: u64 = 300_000;
+const _: () = assert!(SCHEDULER_BINDINGS_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(SCHEDULER_FAILURE_REPORTS_IN_FLIGHT_MAX >= 1);
+const _: () = assert!(SCHEDULER_POD_BACKOFF_INITIAL_MS <= SCHEDULER_POD_BACKOFF_MAX_MS);
+const _: () = assert!(SCHEDULER_POD_BACKOFF_MAX_MS < SCHEDULER_UNSCHEDULABLE_MAX_MS);
+/// Object changes queued from the garbage collector's watches to its graph.
+pub const GC_CHANGES_BUFFERED: usize = 4_096;

@@ -128,7 +128,8 @@ impl Pki {
     }
 }
 
-fn new_ca() -> Result<CertifiedKey, PkiError> {
+/// A new self-signed cluster CA.
+pub fn new_ca() -> Result<CertifiedKey, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
     params.distinguished_name = name("skiff-ca", &[]);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -9,6 +9,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod protobuf_schema;
+
 /// Debian packages the build needs: a C++ toolchain for RocksDB, libclang for its bindings.
 const BUILD_PACKAGES: &[&str] = &["build-essential", "libclang-dev", "pkg-config"];
 /// Debian packages the tests use: etcd's own client and server as references, and Prometheus
@@ -23,6 +25,7 @@ fn main() -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("tidy") => tidy(&root),
         Some("install-deps") => install_packages(&[BUILD_PACKAGES, TEST_PACKAGES].concat()),
+        Some("gen-protobuf-schema") => protobuf_schema::generate(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -31,7 +34,9 @@ fn main() -> Result<()> {
                  on 127.0.0.1:2379, API server on 127.0.0.1:6443 (data in ./skiff-data)\n  \
                  test [args]   install test packages, run every test (args go to cargo test)\n  \
                  tidy          formatting and lint checks\n  \
-                 install-deps  install every system package the project uses"
+                 install-deps  install every system package the project uses\n  \
+                 gen-protobuf-schema [--k8s-pb-src DIR]\n                \
+                 regenerate the API server's protobuf field tables from k8s-pb"
             );
             bail!("unknown or missing command");
         }

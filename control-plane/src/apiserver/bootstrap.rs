@@ -1,5 +1,6 @@
 //! What a fresh cluster has before anyone writes: the system namespaces and Kubernetes'
-//! default roles (cluster-admin, admin, edit, view, system:node) with their bindings.
+//! default roles (cluster-admin, admin, edit, view, system:node, and the scheduler's and
+//! controller manager's) with their bindings.
 
 use std::time::Duration;
 
@@ -27,6 +28,14 @@ fn binding(name: &str, role: &str, group: &str) -> (String, Value) {
         "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]});
+    (format!("/registry/clusterrolebindings/{name}"), object)
+}
+
+fn user_binding(name: &str, role: &str, user: &str) -> (String, Value) {
+    let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
     (format!("/registry/clusterrolebindings/{name}"), object)
 }
 
@@ -112,7 +121,29 @@ fn defaults() -> Vec<(String, Value)> {
                 rule(&["coordination.k8s.io"], &["leases"], &["create", "get", "update", "patch"]),
             ],
         ),
+        // The master's own components, each with its own client certificate.
+        cluster_role(
+            "system:kube-scheduler",
+            vec![
+                rule(&[""], &["pods", "nodes"], READ),
+                rule(&[""], &["pods/binding"], &["create"]),
+                rule(&[""], &["pods/status"], &["patch", "update"]),
+                rule(&[""], &["events"], &["create", "patch", "update"]),
+                rule(&["coordination.k8s.io"], &["leases"], &["create", "get", "update"]),
+            ],
+        ),
+        // Like kube-controller-manager's garbage collector, it must reach every kind.
+        cluster_role(
+            "system:kube-controller-manager",
+            vec![rule(&["", "apps", "coordination.k8s.io"], &["*"], &["*"])],
+        ),
         binding("cluster-admin", "cluster-admin", "system:masters"),
+        user_binding("system:kube-scheduler", "system:kube-scheduler", "system:kube-scheduler"),
+        user_binding(
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+        ),
         binding("system:node", "system:node", "system:nodes"),
     ]
 }

@@ -123,8 +123,9 @@ fn content_type(headers: &hyper::HeaderMap) -> String {
     headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
-/// Decodes a JSON or YAML body; a missing Content-Type is JSON (the Python client sends
-/// none). Protobuf (`kubectl create <kind>` in 1.32) is refused with a message saying so.
+/// Decodes a JSON, YAML or Kubernetes protobuf body (kubectl's typed clients send protobuf:
+/// `kubectl create deployment|service|secret|token ...`); a missing Content-Type is JSON (the
+/// Python client sends none).
 fn decode_body(headers: &hyper::HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let content_type = content_type(headers);
     let media = content_type.split(';').next().unwrap_or("").trim();
@@ -133,15 +134,13 @@ fn decode_body(headers: &hyper::HeaderMap, body: &[u8]) -> Result<Value, ApiErro
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}"))),
-        "application/vnd.kubernetes.protobuf" => Err(ApiError {
-            code: 415,
-            reason: "UnsupportedMediaType",
-            message:
-                "protobuf request bodies are not supported yet: send JSON (kubectl create -f, \
-                      or kubectl apply)"
-                    .into(),
-            name: None,
-            kind: None,
+        super::protobuf::MEDIA_TYPE => super::protobuf::decode(body).map_err(|error| match error {
+            super::protobuf::ProtobufError::ContentEncoding(_) => {
+                let mut refused = ApiError::unsupported_media_type(&content_type);
+                refused.message = error.to_string();
+                refused
+            }
+            _ => ApiError::bad_request(error.to_string()),
         }),
         other => Err(ApiError::unsupported_media_type(other)),
     }
@@ -1024,26 +1023,44 @@ async fn bind(
     let node = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::invalid("Binding", name, &["target.name: Required value".into()])
     })?;
-    let (current, mod_revision) = get_object(server, target, name).await?;
-    if let Some(bound) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-        let message = format!(
-            "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already \
-             assigned to node \"{bound}\""
+    // Retried when the pod changed between the read and the write (its status, typically),
+    // as kube-apiserver's binding retries its update.
+    for _ in 0..CONFLICT_RETRIES_MAX {
+        let (current, mod_revision) = get_object(server, target, name).await?;
+        if let Some(bound) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            let message = format!(
+                "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is \
+                 already assigned to node \"{bound}\""
+            );
+            return Err(ApiError::conflict_message("pods", name, message));
+        }
+        let mut bound = current.clone();
+        bound["spec"]["nodeName"] = json!(node);
+        // Binding also records the PodScheduled condition, as Kubernetes does.
+        let mut conditions: Vec<Value> =
+            bound["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conditions.retain(|c| c["type"] != "PodScheduled");
+        conditions.insert(
+            0,
+            json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                "lastTransitionTime": timestamp()}),
         );
-        return Err(ApiError::conflict_message("pods", name, message));
+        bound["status"]["conditions"] = json!(conditions);
+        metadata_mut(&mut bound).remove("resourceVersion");
+        let bytes = serde_json::to_vec(&bound).expect("JSON");
+        match server.backend.update(key(target, name).as_bytes(), mod_revision, bytes).await? {
+            Swap::Done { .. } => {
+                return Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success", "code": 201}),
+                ))
+            }
+            Swap::Refused { current: None } => return Err(ApiError::not_found("pods", name)),
+            Swap::Refused { .. } => {}
+        }
     }
-    let mut bound = current.clone();
-    bound["spec"]["nodeName"] = json!(node);
-    metadata_mut(&mut bound).remove("resourceVersion");
-    let bytes = serde_json::to_vec(&bound).expect("JSON");
-    match server.backend.update(key(target, name).as_bytes(), mod_revision, bytes).await? {
-        Swap::Done { .. } => Ok(json_response(
-            StatusCode::CREATED,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "code": 201}),
-        )),
-        Swap::Refused { .. } => Err(ApiError::conflict("pods", name)),
-    }
+    Err(ApiError::conflict("pods", name))
 }
 
 /// DELETE of one object, retried when the object changed between the read and the delete

@@ -86,6 +86,12 @@ impl ApiMetrics {
         ApiMetrics { registry, requests, latency, watchers, cache_objects }
     }
 
+    /// The registry `/metrics` renders; the scheduler and controllers of the same master
+    /// register their metrics here too.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+
     pub fn watch_opened(&self, resource: &str) {
         self.watchers.with_label_values(&[resource]).inc();
     }
@@ -143,11 +149,25 @@ pub struct RunningApiServer {
     pub address: SocketAddr,
     pub admin_kubeconfig: PathBuf,
     pub server: Arc<ApiServer>,
+    /// The URL kubeconfigs name (`https://<first host>:<port>`).
+    pub url: String,
+    pki: Pki,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningApiServer {
+    /// A kubeconfig for one of the master's own components (`user` in `groups`), with a
+    /// fresh client certificate from the cluster CA; it lives only in memory.
+    pub fn component_kubeconfig(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<String, pki::PkiError> {
+        let key = self.pki.client_certificate(user, groups)?;
+        Ok(pki::kubeconfig(&self.url, &self.pki.ca.cert_pem, user, &Credential::Certificate(key)))
+    }
+
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
@@ -168,6 +188,8 @@ pub enum ApiStartError {
     Tls(String),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Shared(#[from] super::shared::SharedError),
 }
 
 fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ApiStartError> {
@@ -208,6 +230,7 @@ pub async fn start(
     config: ApiServerConfig,
     backend: Backend,
 ) -> Result<RunningApiServer, ApiStartError> {
+    super::shared::ensure(&backend, &config.data_dir.join("pki")).await?;
     let pki = Pki::load_or_create(&config.data_dir.join("pki"), &config.hosts)?;
     let tokens = match &config.token_auth_file {
         Some(path) => TokenFile::load(path).map_err(ApiStartError::Config)?,
@@ -259,7 +282,7 @@ pub async fn start(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
     tasks.push(tokio::spawn(accept_loop(listener, acceptor, server.clone(), stopped)));
     tracing::info!(%address, kubeconfig = %admin_kubeconfig.display(), "API server started");
-    Ok(RunningApiServer { address, admin_kubeconfig, server, stop, tasks })
+    Ok(RunningApiServer { address, admin_kubeconfig, server, url: server_url, pki, stop, tasks })
 }
 
 /// Bootstraps the defaults and waits for every watch cache, then reports ready.

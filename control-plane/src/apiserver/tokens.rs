@@ -56,13 +56,18 @@ impl ServiceAccountClaims {
 
 impl TokenSigner {
     /// Loads the signing key from `dir/sa.key`, making one on first start.
+    /// A new random signing key, hex encoded as `sa.key` holds it.
+    pub fn new_key_hex() -> String {
+        let key: [u8; 32] = rand::random();
+        key.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn load_or_create(dir: &Path) -> Result<TokenSigner, PkiError> {
         let path = dir.join("sa.key");
         let hex = match std::fs::read_to_string(&path) {
             Ok(text) => text.trim().to_string(),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let key: [u8; 32] = rand::random();
-                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = TokenSigner::new_key_hex();
                 pki::write_private(&path, &hex)?;
                 hex
             }
