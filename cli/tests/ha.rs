@@ -228,17 +228,7 @@ fn three_masters_share_a_ca_elect_one_leader_and_survive_kill_9() {
 
     let (ok, _, err) =
         cluster.on(survivor, &["create", "deployment", "web", "--image=web:1", "--replicas=3"]);
-    if !ok {
-        // Without protobuf support kubectl's generator cannot create: fall back to a manifest.
-        let manifest = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},
-            "spec":{"replicas":3,"selector":{"matchLabels":{"app":"web"}},"template":{
-            "metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"web",
-            "image":"web:1"}]}}}}"#;
-        let path = cluster._dir.path().join("web.json");
-        std::fs::write(&path, manifest).expect("write");
-        let (ok, _, err2) = cluster.on(survivor, &["create", "-f", path.to_str().expect("path")]);
-        assert!(ok, "create deployment: {err} / {err2}");
-    }
+    assert!(ok, "kubectl create deployment: {err}");
     cluster.wait_for(60, "3 running pods", || {
         (cluster.running_pods(survivor, "web") == 3).then_some(())
     });

@@ -219,7 +219,16 @@ pub async fn run(
     config: HollowConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<(), kube::Error> {
-    register(&client, &config).await?;
+    // The API server may still be starting: retry for a while before giving up.
+    let mut attempts = 0;
+    while let Err(error) = register(&client, &config).await {
+        attempts += 1;
+        if attempts >= 60 || *stop.borrow() {
+            return Err(error);
+        }
+        tracing::info!(%error, "cannot register hollow nodes yet; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     tracing::info!(count = config.count, prefix = %config.name_prefix, "hollow nodes registered");
     let renewer = {
         let client = client.clone();

@@ -24,6 +24,7 @@ fn main() -> Result<()> {
         Some("up") => up(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("tidy") => tidy(&root),
+        Some("bench-control-plane") => bench_control_plane(&root, &args[1..]),
         Some("install-deps") => install_packages(&[BUILD_PACKAGES, TEST_PACKAGES].concat()),
         Some("gen-protobuf-schema") => protobuf_schema::generate(&root, &args[1..]),
         _ => {
@@ -34,6 +35,9 @@ fn main() -> Result<()> {
                  on 127.0.0.1:2379, API server on 127.0.0.1:6443 (data in ./skiff-data)\n  \
                  test [args]   install test packages, run every test (args go to cargo test)\n  \
                  tidy          formatting and lint checks\n  \
+                 bench-control-plane [--nodes N --pods N ...]\n                \
+                 a release master with hollow nodes: scheduling throughput, deployment \
+                 latency, API latency, memory\n  \
                  install-deps  install every system package the project uses\n  \
                  gen-protobuf-schema [--k8s-pb-src DIR]\n                \
                  regenerate the API server's protobuf field tables from k8s-pb"
@@ -164,4 +168,129 @@ fn tidy(root: &Path) -> Result<()> {
         "-D",
         "warnings",
     ]))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+/// Resident and peak memory of a process, from /proc, in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Stops a child with SIGTERM, then SIGKILL after ten seconds.
+fn stop_child(child: &mut std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    for _ in 0..100 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `cargo xtask bench-control-plane`: a release `skiff master` (store, API server, scheduler,
+/// controllers in one process) and `skiff hollow-nodes` on 127.0.92.1, driven by the
+/// `control-plane-load` generator; prints its results and both processes' memory, and writes
+/// them to `<target>/bench/control-plane.json`.
+fn bench_control_plane(root: &Path, args: &[String]) -> Result<()> {
+    install_packages(BUILD_PACKAGES)?;
+    run(cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "cli",
+        "--bin",
+        "skiff",
+        "-p",
+        "benches",
+        "--bin",
+        "control-plane-load",
+    ]))?;
+    let release = target_dir(root).join("release");
+    let nodes = args
+        .iter()
+        .position(|a| a == "--nodes")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "1000".into());
+    let dir =
+        std::env::temp_dir().join(format!("skiff-bench-control-plane-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ip = "127.0.92.1";
+    let log = |name: &str| std::fs::File::create(dir.join(name));
+    let mut master = Command::new(release.join("skiff"))
+        .args(["master", "--name", "bench", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &format!("http://{ip}:2379")])
+        .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
+        .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
+        .args(["--initial-advertise-peer-urls", &format!("http://{ip}:2380")])
+        .args(["--bind-address", ip])
+        .stderr(log("master.log")?)
+        .spawn()
+        .context("start skiff master")?;
+    let kubeconfig = dir.join("data").join("admin.kubeconfig");
+    for _ in 0..300 {
+        if kubeconfig.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut hollow = Command::new(release.join("skiff"))
+        .args(["hollow-nodes", "--count", &nodes, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stderr(log("hollow.log")?)
+        .spawn()
+        .context("start skiff hollow-nodes")?;
+    let output = Command::new(release.join("control-plane-load"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .arg("--json")
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    let (master_rss, master_peak) = memory_mib(master.id());
+    let (hollow_rss, hollow_peak) = memory_mib(hollow.id());
+    stop_child(&mut hollow);
+    stop_child(&mut master);
+    let output = output.context("run control-plane-load")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() {
+        bail!("control-plane-load failed; logs are in {}\n{stdout}", dir.display());
+    }
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let summary = lines.pop().unwrap_or("{}");
+    for line in &lines {
+        println!("{line}");
+    }
+    println!(
+        "memory: master (store + API server + scheduler + controllers) RSS {master_rss:.0} MiB, \
+         peak {master_peak:.0} MiB; {nodes} hollow nodes RSS {hollow_rss:.0} MiB, peak \
+         {hollow_peak:.0} MiB"
+    );
+    let mut results: serde_json::Value =
+        serde_json::from_str(summary).context("control-plane-load's JSON summary")?;
+    results["memory_mib"] = serde_json::json!({
+        "master_rss": master_rss, "master_peak": master_peak,
+        "hollow_rss": hollow_rss, "hollow_peak": hollow_peak,
+    });
+    let out = target_dir(root).join("bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("control-plane.json"), serde_json::to_string_pretty(&results)?)?;
+    println!("results written to {}", out.join("control-plane.json").display());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

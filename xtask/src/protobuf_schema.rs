@@ -7,7 +7,13 @@
 //! the same message in k8s-openapi's schemars schemas (Kubernetes 1.32, what the server
 //! serves), comparing names lowercased without underscores, and its kind is checked against
 //! the property's schema. Anything that does not match stops the generator; fields newer than
-//! 1.32 are left out only when listed in [`NEWER_THAN_SERVED`].
+//! 1.32 are left out only when listed in [`NEWER_THAN_SERVED`]. Go structs embedded inline
+//! (a Volume's VolumeSource) are matched against their parent's properties.
+//!
+//! Which numeric and boolean zeros mean unset cannot be read from either source (it is Go's
+//! pointer-or-value choice); [`ZERO_MEANS_UNSET`] lists the ones kubectl's generators send,
+//! and `cli/tests/kubectl_generators.rs` checks them by comparing each generator's object
+//! sent as protobuf with the same object sent as JSON.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;

@@ -578,6 +578,7 @@ pub fn default_spec(resource: &Resource, object: &mut Value) {
                 }
             }
         }
+        "Secret" => set_default(object, &["type"], json!("Opaque")),
         _ => {}
     }
 }

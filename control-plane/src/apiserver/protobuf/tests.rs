@@ -405,11 +405,23 @@ fn tables_are_sorted_by_tag_with_unique_json_names() {
         seen.push(message.name);
         let tags: Vec<u32> = message.fields.iter().map(|f| f.tag).collect();
         assert!(tags.windows(2).all(|w| w[0] < w[1]), "{} tags unsorted", message.name);
-        for (i, field) in message.fields.iter().enumerate() {
-            let repeats = message.fields[i + 1..].iter().any(|other| other.json == field.json);
-            assert!(!repeats, "{}.{} twice", message.name, field.json);
+        let mut names = Vec::new();
+        json_names(message, &mut names);
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(name), "{}.{name} twice", message.name);
+        }
+        for field in message.fields {
             if let super::Kind::Msg(inner) = field.kind {
                 walk(inner, seen);
+            }
+        }
+    }
+    /// The JSON names a message writes, its inline messages' included.
+    fn json_names(message: &'static super::Message, names: &mut Vec<&'static str>) {
+        for field in message.fields {
+            match (&field.shape, &field.kind) {
+                (super::Shape::Inline, super::Kind::Msg(inner)) => json_names(inner, names),
+                _ => names.push(field.json),
             }
         }
     }
