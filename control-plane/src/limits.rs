@@ -62,3 +62,41 @@ const _: () = assert!(SCHEDULER_POD_BACKOFF_INITIAL_MS <= SCHEDULER_POD_BACKOFF_
 const _: () = assert!(SCHEDULER_POD_BACKOFF_MAX_MS < SCHEDULER_UNSCHEDULABLE_MAX_MS);
 /// Object changes queued from the garbage collector's watches to its graph.
 pub const GC_CHANGES_BUFFERED: usize = 4_096;
+
+/// How often the node lifecycle controller looks at every node even when nothing changed
+/// (kube-controller-manager's `--node-monitor-period`).
+pub const NODE_MONITOR_PERIOD_MS: u64 = 5_000;
+/// The shortest spacing of two node lifecycle passes: changes to nodes, Leases and pods arriving
+/// closer together are handled by one pass.
+pub const NODE_LIFECYCLE_PASS_INTERVAL_MIN_MS: u64 = 200;
+/// How soon a node lifecycle pass runs again after one of its writes failed.
+pub const NODE_LIFECYCLE_RETRY_MS: u64 = 1_000;
+/// Node and pod writes (status, taints, evictions) the node lifecycle controller keeps in
+/// flight at once.
+pub const NODE_LIFECYCLE_WRITES_IN_FLIGHT: usize = 16;
+/// Nodes per second, per zone, that may receive a NoExecute not-ready/unreachable taint, with a
+/// burst of one (`--node-eviction-rate`).
+pub const NODE_EVICTION_RATE_PER_SECOND: f64 = 0.1;
+/// The same while a large zone is partially disrupted (`--secondary-node-eviction-rate`).
+pub const NODE_SECONDARY_EVICTION_RATE_PER_SECOND: f64 = 0.01;
+/// Zones with more nodes than this keep tainting, at the secondary rate, while partially
+/// disrupted; smaller ones stop (`--large-cluster-size-threshold`).
+pub const NODE_LARGE_CLUSTER_SIZE_THRESHOLD: usize = 50;
+/// The share of a zone's nodes (more than two) not Ready that makes it partially disrupted
+/// (`--unhealthy-zone-threshold`, 0.55).
+pub const NODE_UNHEALTHY_ZONE_THRESHOLD_PERCENT: usize = 55;
+/// Back-off before a DaemonSet deletes another failed pod on the same node: first, and the
+/// doubling maximum (Kubernetes' failedPodsBackoff, 1 s to 15 min).
+pub const DAEMONSET_FAILED_POD_BACKOFF_INITIAL_MS: u64 = 1_000;
+pub const DAEMONSET_FAILED_POD_BACKOFF_MAX_MS: u64 = 900_000;
+/// Pod deletions a DaemonSet reconcile keeps in flight at once.
+pub const DAEMONSET_DELETES_IN_FLIGHT: usize = 16;
+const _: () = assert!(NODE_LIFECYCLE_PASS_INTERVAL_MIN_MS < NODE_MONITOR_PERIOD_MS);
+const _: () = assert!(NODE_LIFECYCLE_RETRY_MS <= NODE_MONITOR_PERIOD_MS);
+const _: () = assert!(NODE_LIFECYCLE_WRITES_IN_FLIGHT >= 1 && DAEMONSET_DELETES_IN_FLIGHT >= 1);
+const _: () = assert!(NODE_UNHEALTHY_ZONE_THRESHOLD_PERCENT <= 100);
+const _: () =
+    assert!(DAEMONSET_FAILED_POD_BACKOFF_INITIAL_MS <= DAEMONSET_FAILED_POD_BACKOFF_MAX_MS);
+/// How long a consistent list (resourceVersion "") waits for the watch cache to reach the
+/// store's current revision before reading the store instead (kube-apiserver waits up to 3 s).
+pub const CONSISTENT_READ_CACHE_WAIT_MS: u64 = 1_000;

@@ -272,3 +272,53 @@ async fn finalizers_status_and_scale_follow_kubernetes() {
     assert_eq!(status_of(again.expect_err("already bound")).0, 409);
     cluster.stop().await;
 }
+
+/// A list at resourceVersion "" is consistent (it sees every write acknowledged before it)
+/// and is served from the watch cache once the cache has caught up, not from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_lists_are_served_from_the_cache() {
+    let cluster = start("127.0.84.4").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    let metric = |text: &str, name: &str| -> f64 {
+        let prefix = format!("{name}{{resource=\"configmaps\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = || async {
+        let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
+        cluster.client.request_text(request).await.expect("metrics")
+    };
+    let before = metrics().await;
+    for i in 0..20 {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("c{i}")},
+            "data": {"i": i.to_string()}}))
+        .expect("configmap");
+        api.create(&PostParams::default(), &cm).await.expect("create");
+        // Every acknowledged write is in the next list.
+        let names: Vec<String> = api
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        assert!(names.contains(&format!("c{i}")), "c{i} missing from {names:?}");
+    }
+    // Paged consistent lists resume from the same revision.
+    let page = api.list(&ListParams::default().limit(7)).await.expect("page");
+    assert_eq!(page.items.len(), 7);
+    let token = page.metadata.continue_.clone().expect("a continue token");
+    let rest = api.list(&ListParams::default().limit(100).continue_token(&token)).await;
+    assert_eq!(rest.expect("rest").items.len(), 13);
+    let after = metrics().await;
+    let from_cache =
+        metric(&after, "apiserver_cache_list_total") - metric(&before, "apiserver_cache_list_total");
+    let from_store = metric(&after, "apiserver_storage_list_total")
+        - metric(&before, "apiserver_storage_list_total");
+    assert_eq!(from_cache, 21.0, "20 lists and one first page from the cache");
+    assert_eq!(from_store, 1.0, "only the continued page reads the store");
+    cluster.stop().await;
+}

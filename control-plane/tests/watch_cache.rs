@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 const WATCHERS: usize = 2_000;
 
 fn store_config() -> store::StoreConfig {
-    let ip = "127.0.83.1";
+    store_config_on("127.0.83.1")
+}
+
+fn store_config_on(ip: &str) -> store::StoreConfig {
     let mut config = store::StoreConfig::single("cache", None);
     config.listen_client_urls = vec![format!("http://{ip}:2379")];
     config.advertise_client_urls = config.listen_client_urls.clone();
@@ -91,5 +94,40 @@ async fn thousands_of_watchers_share_one_store_watch() {
     assert_eq!(cache.watcher_count(), WATCHERS, "the stalled watcher was dropped");
     drop(stalled);
     feeder.abort();
+    running.shutdown().await;
+}
+
+/// A consistent read needs the cache at the store's current revision even when the latest
+/// writes were elsewhere: a progress request gets it there at once, through the embedded
+/// member and through etcd's gRPC API alike (the periodic progress notification would take
+/// ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_reads_catch_up_by_progress_request() {
+    let running = store::start(store_config_on("127.0.83.2")).await.expect("start store");
+    let embedded = Backend::Embedded(running.store.clone());
+    let remote = Backend::remote(&["http://127.0.83.2:2379".to_string()]).expect("remote");
+    for (round, backend) in [embedded.clone(), remote].into_iter().enumerate() {
+        let key = format!("/registry/pods/default/p{round}");
+        let history = control_plane::limits::CACHE_HISTORY_EVENTS_MAX;
+        let cache = WatchCache::new("pods", b"/registry/pods/".to_vec(), history);
+        let feeder = tokio::spawn(cache.clone().run(backend.clone()));
+        cache.wait_ready().await.expect("cache loads");
+        let swap = embedded.create(key.as_bytes(), pod("a", 1), 0).await;
+        assert!(matches!(swap.expect("create"), Swap::Done { .. }));
+        // Writes outside the cache's range move the store on without telling the cache.
+        for i in 0..5 {
+            let key = format!("/registry/nodes/n{i}-{}", cache.revision());
+            embedded.create(key.as_bytes(), b"{}".to_vec(), 0).await.expect("write");
+        }
+        let current = backend.current_revision().await.expect("revision");
+        assert!(cache.revision() < current, "the cache has not seen the other writes");
+        let started = std::time::Instant::now();
+        cache.wait_for_current(current).await.expect("caught up by a progress request");
+        assert!(cache.revision() >= current);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let snapshot = cache.snapshot(b"/registry/pods/").await.expect("snapshot");
+        assert!(snapshot.objects.iter().any(|(k, _)| *k == key.as_bytes()));
+        feeder.abort();
+    }
     running.shutdown().await;
 }

@@ -110,6 +110,25 @@ impl Watch {
     pub async fn next(&mut self) -> Option<Notification> {
         self.receiver.recv().await
     }
+
+    /// A handle that asks for a progress notification on this watch (see
+    /// [`WatchHub::request_progress`]).
+    pub fn progress_handle(&self) -> ProgressHandle {
+        ProgressHandle { id: self.id, hub: self.hub.clone() }
+    }
+}
+
+/// Asks for progress notifications on one embedded watch.
+#[derive(Clone)]
+pub struct ProgressHandle {
+    id: WatcherId,
+    hub: Arc<WatchHub>,
+}
+
+impl ProgressHandle {
+    pub fn request(&self) -> bool {
+        self.hub.request_progress(self.id)
+    }
 }
 
 impl Drop for Watch {

@@ -328,21 +328,51 @@ async fn list(
     let continue_token = query_value(pairs, "continue").filter(|c| !c.is_empty());
     let resource_version = query_value(pairs, "resourceVersion").unwrap_or("");
     let prefix = target.resource.namespace_prefix(target.namespace.as_deref());
-    let (items, revision, next) = if resource_version == "0" && continue_token.is_none() {
-        // Any recent state is acceptable: served from the cache.
-        let cache = server.cache(target.resource.plural);
+    let cache = server.cache(target.resource.plural);
+    // "0": any recent state will do. "": the latest state, which the cache serves once it has
+    // caught up with the store's current revision (as kube-apiserver's consistent reads from
+    // cache); if it cannot within a bound, the store answers.
+    let from_cache = continue_token.is_none()
+        && match resource_version {
+            "0" => true,
+            "" => {
+                let current = server.backend.current_revision().await?;
+                cache.wait_for_current(current).await.is_ok()
+            }
+            _ => false,
+        };
+    let plural = target.resource.plural;
+    let (items, revision, next) = if from_cache {
+        server.metrics.cache_lists.with_label_values(&[plural]).inc();
         let snapshot = cache
             .snapshot(prefix.as_bytes())
             .await
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let items: Vec<Value> = snapshot
-            .objects
-            .iter()
-            .filter(|(_, o)| filter(o))
-            .map(|(_, o)| (**o).clone())
-            .collect();
-        (items, snapshot.revision, None)
+        // A limit pages a consistent list (a "0" list ignores it, as Kubernetes does): the
+        // continue token resumes from the store at the snapshot's revision.
+        let page_len = if resource_version.is_empty() && limit > 0 { limit as usize } else { 0 };
+        let mut items = Vec::new();
+        let mut next = None;
+        for (index, (key, object)) in snapshot.objects.iter().enumerate() {
+            if !filter(object) {
+                continue;
+            }
+            items.push((**object).clone());
+            if page_len > 0 && items.len() == page_len && index + 1 < snapshot.objects.len() {
+                use base64::Engine as _;
+                let mut start = key.clone();
+                start.push(0);
+                let token = json!({"rv": snapshot.revision,
+                    "start": String::from_utf8_lossy(&start)});
+                next = Some(
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string()),
+                );
+                break;
+            }
+        }
+        (items, snapshot.revision, next)
     } else {
+        server.metrics.storage_lists.with_label_values(&[plural]).inc();
         list_from_store(server, &prefix, &filter, limit, continue_token).await?
     };
     let mut metadata = json!({"resourceVersion": revision.to_string()});

@@ -47,6 +47,9 @@ pub struct ApiMetrics {
     latency: prometheus::HistogramVec,
     watchers: prometheus::IntGaugeVec,
     cache_objects: prometheus::IntGaugeVec,
+    /// Lists served from a watch cache and from the store, by resource.
+    pub cache_lists: prometheus::IntCounterVec,
+    pub storage_lists: prometheus::IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -83,7 +86,27 @@ impl ApiMetrics {
         registry.register(Box::new(latency.clone())).expect("unique metric");
         registry.register(Box::new(watchers.clone())).expect("unique metric");
         registry.register(Box::new(cache_objects.clone())).expect("unique metric");
-        ApiMetrics { registry, requests, latency, watchers, cache_objects }
+        let cache_lists = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("apiserver_cache_list_total", "Lists served from a watch cache"),
+            &["resource"],
+        )
+        .expect("valid metric");
+        let storage_lists = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("apiserver_storage_list_total", "Lists read from the store"),
+            &["resource"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(cache_lists.clone())).expect("unique metric");
+        registry.register(Box::new(storage_lists.clone())).expect("unique metric");
+        ApiMetrics {
+            registry,
+            requests,
+            latency,
+            watchers,
+            cache_objects,
+            cache_lists,
+            storage_lists,
+        }
     }
 
     /// The registry `/metrics` renders; the scheduler and controllers of the same master

@@ -113,6 +113,7 @@ pub enum WatchBatch {
 /// A running watch on a key range; dropping it cancels the watch.
 pub struct BackendWatch {
     receiver: mpsc::Receiver<Result<WatchBatch, BackendError>>,
+    progress: ProgressRequester,
     _task: AbortOnDrop,
 }
 
@@ -121,6 +122,39 @@ impl BackendWatch {
     /// caller re-watches from its last revision).
     pub async fn next(&mut self) -> Option<Result<WatchBatch, BackendError>> {
         self.receiver.recv().await
+    }
+
+    /// A handle asking the store for a progress notification on this watch.
+    pub fn progress_requester(&self) -> ProgressRequester {
+        self.progress.clone()
+    }
+}
+
+/// Asks a store watch to report how far it is (etcd's WatchProgressRequest), so a reader can
+/// learn that a cache is current without waiting for a change in its range.
+#[derive(Clone)]
+pub enum ProgressRequester {
+    Embedded(store::node::ProgressHandle),
+    Remote(mpsc::Sender<pb::WatchRequest>),
+}
+
+impl ProgressRequester {
+    /// Requests one progress notification; best effort (the answer arrives on the watch).
+    pub fn request(&self) {
+        match self {
+            ProgressRequester::Embedded(handle) => {
+                handle.request();
+            }
+            ProgressRequester::Remote(sender) => {
+                use pb::watch_request::RequestUnion;
+                let request = pb::WatchRequest {
+                    request_union: Some(RequestUnion::ProgressRequest(
+                        pb::WatchProgressRequest {},
+                    )),
+                };
+                let _ = sender.try_send(request);
+            }
+        }
     }
 }
 
@@ -399,7 +433,7 @@ impl Backend {
         start_revision: i64,
     ) -> Result<BackendWatch, BackendError> {
         let (sender, receiver) = mpsc::channel(limits::STORE_WATCH_BUFFER_BATCHES);
-        let task = match self {
+        let (task, progress) = match self {
             Backend::Embedded(store) => {
                 let spec = WatchSpec {
                     key: prefix.to_vec(),
@@ -411,7 +445,8 @@ impl Backend {
                     progress_notify: true,
                 };
                 let watch = store.watch(spec);
-                tokio::spawn(forward_embedded(watch, sender, start_revision))
+                let progress = ProgressRequester::Embedded(watch.progress_handle());
+                (tokio::spawn(forward_embedded(watch, sender, start_revision)), progress)
             }
             Backend::Remote(channel) => {
                 let request = pb::WatchCreateRequest {
@@ -422,10 +457,14 @@ impl Backend {
                     progress_notify: true,
                     ..Default::default()
                 };
-                tokio::spawn(forward_remote(channel.clone(), request, sender))
+                // The request stream stays open for the watch's life (closing it would end the
+                // watch) and carries progress requests.
+                let (requests, outbound) = mpsc::channel::<pb::WatchRequest>(4);
+                let progress = ProgressRequester::Remote(requests);
+                (tokio::spawn(forward_remote(channel.clone(), request, outbound, sender)), progress)
             }
         };
-        Ok(BackendWatch { receiver, _task: AbortOnDrop(task) })
+        Ok(BackendWatch { receiver, progress, _task: AbortOnDrop(task) })
     }
 }
 
@@ -470,13 +509,12 @@ async fn forward_embedded(
 async fn forward_remote(
     channel: Channel,
     request: pb::WatchCreateRequest,
+    requests: mpsc::Receiver<pb::WatchRequest>,
     sender: mpsc::Sender<Result<WatchBatch, BackendError>>,
 ) {
     use pb::watch_request::RequestUnion;
     let start_revision = request.start_revision;
     let create = pb::WatchRequest { request_union: Some(RequestUnion::CreateRequest(request)) };
-    // The request stream stays open for the watch's life; closing it would end the watch.
-    let (_keep_open, requests) = mpsc::channel::<pb::WatchRequest>(1);
     let outbound = futures::stream::once(async move { create })
         .chain(tokio_stream::wrappers::ReceiverStream::new(requests));
     let mut client = WatchClient::new(channel).max_decoding_message_size(usize::MAX);

@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::backend::{prefix_end, Backend, BackendError, Change, StoredKv, WatchBatch};
+use super::backend::{
+    prefix_end, Backend, BackendError, Change, ProgressRequester, StoredKv, WatchBatch,
+};
 use crate::limits;
 
 /// What happened to an object, as a Kubernetes watch reports it.
@@ -89,6 +91,8 @@ pub struct WatchCache {
     state: Mutex<State>,
     /// Tells waiters the revision the cache reached.
     revision: watch::Sender<i64>,
+    /// Asks the current store watch for a progress notification (consistent reads).
+    progress: Mutex<Option<ProgressRequester>>,
 }
 
 /// An API watch served by the cache: first `initial` (replayed history or synthetic ADDED
@@ -125,6 +129,7 @@ impl WatchCache {
                 ready: false,
             }),
             revision,
+            progress: Mutex::new(None),
         })
     }
 
@@ -169,6 +174,35 @@ impl WatchCache {
             Ok(())
         } else {
             Err(CacheError::NotReady(self.resource.clone()))
+        }
+    }
+
+    /// For a consistent read: waits until the cache has reached `revision`, the store's current
+    /// revision read linearizably by the caller. Progress requests make the store confirm at
+    /// once that nothing in this range changed since the cache's last event. Bounded by
+    /// `limits::CONSISTENT_READ_CACHE_WAIT_MS`; on `Err` the caller reads the store instead.
+    pub async fn wait_for_current(&self, revision: i64) -> Result<(), CacheError> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(limits::CONSISTENT_READ_CACHE_WAIT_MS);
+        let mut current = self.revision.subscribe();
+        loop {
+            if *current.borrow() >= revision && self.state.lock().expect("cache lock").ready {
+                return Ok(());
+            }
+            let requester = self.progress.lock().expect("progress lock").clone();
+            if let Some(requester) = requester {
+                requester.request();
+            }
+            let step = tokio::time::Instant::now() + Duration::from_millis(50);
+            let until = step.min(deadline);
+            let reached =
+                tokio::time::timeout_at(until, current.wait_for(|r| *r >= revision)).await;
+            if matches!(reached, Ok(Ok(_))) && self.state.lock().expect("cache lock").ready {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CacheError::NotReady(self.resource.clone()));
+            }
         }
     }
 
@@ -305,6 +339,13 @@ impl WatchCache {
             Ok(watch) => watch,
             Err(error) => return error.to_string(),
         };
+        *self.progress.lock().expect("progress lock") = Some(watch.progress_requester());
+        let ended = self.follow_watch(&mut watch).await;
+        *self.progress.lock().expect("progress lock") = None;
+        ended
+    }
+
+    async fn follow_watch(&self, watch: &mut super::backend::BackendWatch) -> String {
         loop {
             match watch.next().await {
                 Some(Ok(WatchBatch::Changes { changes, revision })) => {

@@ -112,6 +112,18 @@ impl WatchHub {
         self.lock().synced.contains_key(&id)
     }
 
+    /// etcd's progress request for one watcher: if it is synced, an empty notification at the
+    /// current revision is queued behind everything already sent to it, telling it that
+    /// nothing else in its range changed up to there. False when the watcher is catching up
+    /// (it gets there by itself) or its stream is full.
+    pub fn request_progress(&self, id: WatcherId) -> bool {
+        let state = self.lock();
+        let Some(watcher) = state.synced.get(&id) else { return false };
+        let message =
+            Notification::Events { watcher: id, events: Vec::new(), revision: state.current_revision };
+        watcher.sender.try_send(message).is_ok()
+    }
+
     /// Forgets a watcher; nothing more is sent for it.
     pub fn cancel(&self, id: WatcherId) -> bool {
         let mut state = self.lock();
