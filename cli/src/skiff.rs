@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use control_plane::apiserver::allocator::{NodePortRange, ServiceIpRange};
 use store::config::ClusterState;
 use store::StoreConfig;
 
@@ -79,6 +80,13 @@ struct MasterFlags {
     /// Recent changes each watch cache keeps for watchers resuming from a resourceVersion.
     #[arg(long, default_value_t = control_plane::limits::CACHE_HISTORY_EVENTS_MAX)]
     default_watch_cache_size: usize,
+    /// The IPv4 CIDR Services get their ClusterIPs from (/12 to /30); every master of a
+    /// cluster must be given the same.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = ServiceIpRange::parse)]
+    service_cluster_ip_range: ServiceIpRange,
+    /// The ports NodePort Services get theirs from (`first-last` or `first+count`).
+    #[arg(long, default_value = "30000-32767", value_parser = NodePortRange::parse)]
+    service_node_port_range: NodePortRange,
     /// Elect one active scheduler and controller manager across masters on Leases in
     /// kube-system (off: this master's always act).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -228,6 +236,10 @@ async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
         hosts,
         token_auth_file: flags.token_auth_file,
         watch_cache_size: flags.default_watch_cache_size,
+        service_ranges: control_plane::apiserver::allocator::ServiceRanges {
+            cluster_ips: flags.service_cluster_ip_range,
+            node_ports: flags.service_node_port_range,
+        },
     };
     let api = control_plane::apiserver::server::start(config, backend).await?;
     let components = control_plane::master::start(
@@ -250,16 +262,28 @@ async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
     let kubeconfig = api.admin_kubeconfig.display().to_string();
     tracing::info!(address = %api.address, %kubeconfig, "master ready");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    // A master whose embedded member was removed from the store cluster stops, as etcd does.
+    let removed = async {
+        match &embedded {
+            Some(running) => running.removed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        reason = removed => Err(reason),
+    };
+    match &outcome {
+        Ok(()) => tracing::info!("shutting down"),
+        Err(reason) => tracing::error!(%reason, "shutting down"),
     }
-    tracing::info!("shutting down");
     components.shutdown().await;
     api.shutdown().await;
     if let Some(running) = embedded {
         running.shutdown().await;
     }
+    outcome?;
     Ok(())
 }
 

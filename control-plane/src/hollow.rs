@@ -208,8 +208,15 @@ fn running_status(pod: &Pod, node_ip: &str, pod_ip: &str) -> serde_json::Value {
     }})
 }
 
+/// Running and Ready, as reported. A pod the node lifecycle controller marked not Ready while
+/// the node was silent is reported again when the node's agent starts again, as a kubelet
+/// resyncing its pods' status would.
 fn is_reported_running(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    status.and_then(|s| s.phase.as_deref()) == Some("Running") && ready
 }
 
 /// Runs the hollow nodes until `stop` turns true: registers them, then renews Leases and

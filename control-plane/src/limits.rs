@@ -100,3 +100,14 @@ const _: () =
 /// How long a consistent list (resourceVersion "") waits for the watch cache to reach the
 /// store's current revision before reading the store instead (kube-apiserver waits up to 3 s).
 pub const CONSISTENT_READ_CACHE_WAIT_MS: u64 = 1_000;
+
+/// Attempts of a Service create whose dynamically picked ClusterIP or NodePort another API
+/// server took between the pick and the write (each attempt re-reads the range).
+pub const SERVICE_ALLOCATION_ATTEMPTS_MAX: usize = 8;
+/// Range values (a ClusterIP and NodePorts) one Service may hold: its write is one store txn
+/// comparing each new and released key, within the store's txn operation limit.
+pub const SERVICE_ALLOCATIONS_PER_SERVICE_MAX: usize = 60;
+const _: () = assert!(1 + 2 * SERVICE_ALLOCATIONS_PER_SERVICE_MAX <= store::limits::TXN_OPS_MAX);
+/// How often each API server looks for leaked or unrecorded range keys (kube-apiserver's
+/// repair loops run every 3 minutes).
+pub const SERVICE_RANGE_REPAIR_INTERVAL_MS: u64 = 60_000;

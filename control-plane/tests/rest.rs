@@ -36,6 +36,7 @@ async fn start(ip: &str) -> Cluster {
         token_auth_file: None,
         // Small, so a watch from before the kept history is easy to reach.
         watch_cache_size: 10,
+        service_ranges: Default::default(),
     };
     let api = control_plane::apiserver::server::start(api_config, backend).await.expect("api");
     let kubeconfig = Kubeconfig::read_from(&api.admin_kubeconfig).expect("kubeconfig");
@@ -314,8 +315,8 @@ async fn consistent_lists_are_served_from_the_cache() {
     let rest = api.list(&ListParams::default().limit(100).continue_token(&token)).await;
     assert_eq!(rest.expect("rest").items.len(), 13);
     let after = metrics().await;
-    let from_cache =
-        metric(&after, "apiserver_cache_list_total") - metric(&before, "apiserver_cache_list_total");
+    let from_cache = metric(&after, "apiserver_cache_list_total")
+        - metric(&before, "apiserver_cache_list_total");
     let from_store = metric(&after, "apiserver_storage_list_total")
         - metric(&before, "apiserver_storage_list_total");
     assert_eq!(from_cache, 21.0, "20 lists and one first page from the cache");

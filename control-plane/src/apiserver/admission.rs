@@ -592,6 +592,7 @@ pub fn carry_over(resource: &Resource, current: &Value, desired: &mut Value) {
                 desired["spec"][field] = current["spec"][field].clone();
             }
         }
+        super::allocator::carry_over(current, desired);
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a fresh cluster has before anyone writes: the system namespaces and Kubernetes'
 //! default roles (cluster-admin, admin, edit, view, system:node, and the scheduler's and
-//! controller manager's) with their bindings.
+//! controller manager's) with their bindings, and the `kubernetes` Service in `default`
+//! (the first ClusterIP of the range, port 443) with Endpoints naming this API server.
 
 use std::time::Duration;
 
@@ -160,6 +161,91 @@ pub async fn ensure_defaults(server: &ApiServer) {
             tracing::warn!(%key, %error, "cannot create a default object yet; retrying");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+    let mut pause = Duration::from_millis(100);
+    while let Err(error) = ensure_kubernetes_service(server).await {
+        if error.code != 503 && error.code != 500 {
+            tracing::warn!(%error.message, "cannot create the kubernetes Service");
+            break;
+        }
+        tracing::warn!(%error.message, "cannot create the kubernetes Service yet; retrying");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The `kubernetes` Service as kube-apiserver's bootstrap controller keeps it: the first IP
+/// of the service range, port 443 (`https`) to the API servers' secure port, no selector;
+/// and its Endpoints, to which every API server adds its own address (stale masters are not
+/// removed: Kubernetes' lease-based endpoint reconciler is not implemented).
+async fn ensure_kubernetes_service(server: &ApiServer) -> Result<(), super::status::ApiError> {
+    let Some((host, port)) = server.address.rsplit_once(':') else { return Ok(()) };
+    let port: u16 = port.parse().unwrap_or(6443);
+    let cluster_ip = server.service_ranges.cluster_ips.address(0).to_string();
+    let key = "/registry/services/default/kubernetes";
+    if server.backend.get(key.as_bytes()).await?.0.is_none() {
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": super::objects::timestamp(),
+                "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "sessionAffinity": "None",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+            "status": {"loadBalancer": {}}});
+        match super::allocator::create(server, service, false).await {
+            Err(error) if error.code != 409 => return Err(error),
+            _ => {}
+        }
+    }
+    let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() else { return Ok(()) };
+    add_endpoint_address(server, &ip.to_string(), port).await
+}
+
+/// Adds `ip` (serving on `port`) to the `kubernetes` Endpoints, by compare-and-swap.
+async fn add_endpoint_address(
+    server: &ApiServer,
+    ip: &str,
+    port: u16,
+) -> Result<(), super::status::ApiError> {
+    let key = "/registry/endpoints/default/kubernetes";
+    let ports = json!([{"name": "https", "port": port, "protocol": "TCP"}]);
+    loop {
+        let (found, _) = server.backend.get(key.as_bytes()).await?;
+        let mut endpoints = match &found {
+            Some(kv) => serde_json::from_slice(&kv.value).unwrap_or_else(|_| json!({})),
+            None => json!({"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                    "uid": uuid::Uuid::new_v4().to_string(),
+                    "creationTimestamp": super::objects::timestamp(),
+                    "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": []}),
+        };
+        if !endpoints["subsets"].is_array() {
+            endpoints["subsets"] = json!([]);
+        }
+        let subsets = endpoints["subsets"].as_array_mut().expect("made an array");
+        let subset = match subsets.iter().position(|s| s["ports"] == ports) {
+            Some(index) => &mut subsets[index],
+            None => {
+                subsets.push(json!({"addresses": [], "ports": ports}));
+                subsets.last_mut().expect("just pushed")
+            }
+        };
+        let addresses = subset["addresses"].as_array().cloned().unwrap_or_default();
+        if addresses.iter().any(|a| a["ip"] == ip) {
+            return Ok(());
+        }
+        let mut addresses = addresses;
+        addresses.push(json!({"ip": ip}));
+        subset["addresses"] = json!(addresses);
+        let bytes = serde_json::to_vec(&endpoints).expect("JSON");
+        let swap = match &found {
+            Some(kv) => server.backend.update(key.as_bytes(), kv.mod_revision, bytes).await?,
+            None => server.backend.create(key.as_bytes(), bytes, 0).await?,
+        };
+        if let crate::storage::Swap::Done { .. } = swap {
+            return Ok(());
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The API server: Kubernetes REST semantics over the store.
 
 pub mod admission;
+pub mod allocator;
 pub mod auth;
 pub mod bootstrap;
 pub mod discovery;

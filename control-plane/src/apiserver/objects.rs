@@ -768,6 +768,11 @@ async fn create(
     }
     super::admission::admit_create(server, user, resource, &target, &mut object).await?;
     let (object, warnings) = normalize(resource, &object, pairs)?;
+    if resource.kind == "Service" {
+        // The ClusterIP and NodePorts are allocated in the Service's own write.
+        let object = super::allocator::create(server, object, dry_run(pairs)).await?;
+        return Ok(with_warnings(json_response(StatusCode::CREATED, &object), &warnings));
+    }
     if dry_run(pairs) {
         return Ok(with_warnings(json_response(StatusCode::CREATED, &object), &warnings));
     }
@@ -889,6 +894,12 @@ async fn update(
         }
         super::admission::admit_update(server, user, resource, &current, &desired)?;
         let (mut desired, warnings) = normalize(resource, &desired, pairs)?;
+        let allocates = resource.kind == "Service" && subresource.is_none();
+        let picked = if allocates {
+            super::allocator::prepare_update(server, &current, &mut desired).await?
+        } else {
+            Vec::new()
+        };
         // Compared once both went through the same typed round trip.
         if resource.has_status
             && subresource != Some("status")
@@ -915,7 +926,10 @@ async fn update(
         let finished = desired["metadata"]["deletionTimestamp"].is_string()
             && empty(&desired["metadata"]["finalizers"])
             && (resource.kind != "Namespace" || empty(&desired["spec"]["finalizers"]));
-        let swap = if finished {
+        let swap = if allocates {
+            let desired = (!finished).then_some(&desired);
+            super::allocator::update(server, mod_revision, &current, desired, &picked).await?
+        } else if finished {
             server.backend.delete(key(target, name).as_bytes(), mod_revision).await?
         } else {
             let bytes = serde_json::to_vec(&desired).expect("JSON");
@@ -1161,7 +1175,13 @@ async fn delete_once(
         return Ok(json_response(StatusCode::OK, &current));
     }
     if finalizers.is_empty() {
-        return match server.backend.delete(key(target, name).as_bytes(), mod_revision).await? {
+        let swap = if resource.kind == "Service" {
+            // Its ClusterIP and NodePorts are released in the same write.
+            super::allocator::update(server, mod_revision, &current, None, &[]).await?
+        } else {
+            server.backend.delete(key(target, name).as_bytes(), mod_revision).await?
+        };
+        return match swap {
             Swap::Done { .. } => Ok(json_response(StatusCode::OK, &current)),
             Swap::Refused { current: None } => Err(ApiError::not_found(resource.plural, name)),
             Swap::Refused { .. } => Err(ApiError::conflict(resource.plural, name)),

@@ -37,6 +37,8 @@ pub struct ApiServerConfig {
     /// Changes each watch cache keeps for resuming watchers (kube-apiserver's
     /// `--default-watch-cache-size`); older resourceVersions get 410 Gone.
     pub watch_cache_size: usize,
+    /// `--service-cluster-ip-range` and `--service-node-port-range` (see `allocator`).
+    pub service_ranges: super::allocator::ServiceRanges,
 }
 
 /// Request counts and latencies by verb, resource and code.
@@ -149,6 +151,8 @@ pub struct ApiServer {
     pub ready: std::sync::atomic::AtomicBool,
     /// Becomes true when the server shuts down: open watches end.
     pub stopping: watch::Receiver<bool>,
+    /// Where Services' ClusterIPs and NodePorts come from.
+    pub service_ranges: super::allocator::ServiceRanges,
 }
 
 impl ApiServer {
@@ -300,8 +304,10 @@ pub async fn start(
         address: format!("{host}:{}", address.port()),
         ready: std::sync::atomic::AtomicBool::new(false),
         stopping: stopped.clone(),
+        service_ranges: config.service_ranges,
     });
     tasks.push(tokio::spawn(become_ready(server.clone())));
+    tasks.push(tokio::spawn(super::allocator::repair_loop(server.clone())));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
     tasks.push(tokio::spawn(accept_loop(listener, acceptor, server.clone(), stopped)));
     tracing::info!(%address, kubeconfig = %admin_kubeconfig.display(), "API server started");

@@ -41,8 +41,9 @@ fn read_local(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-/// Retries a store call while the store has no quorum yet (masters start together), for up
-/// to a minute.
+/// Retries a store call while the store cannot answer yet, for up to a minute: masters start
+/// together and wait for a quorum, and a member joining an existing cluster answers errors
+/// until it has caught up with the cluster's membership.
 async fn patiently<T, F, Fut>(mut call: F) -> Result<T, BackendError>
 where
     F: FnMut() -> Fut,
@@ -51,8 +52,8 @@ where
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match call().await {
-            Err(BackendError::Unavailable(reason)) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(%reason, "waiting for the store to share the cluster CA");
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%error, "waiting for the store to share the cluster CA");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             other => return other,

@@ -6,9 +6,11 @@
 //! several controllers apply (label selectors, controller references, pod readiness and
 //! availability, pods from templates).
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod nodelifecycle;
 pub mod replicaset;
 
 use std::collections::BTreeMap;
@@ -123,6 +125,8 @@ pub async fn run(context: Arc<Context>, stop: watch::Receiver<bool>) {
     tokio::join!(
         replicaset::run(context.clone(), stop.clone()),
         deployment::run(context.clone(), stop.clone()),
+        daemonset::run(context.clone(), stop.clone()),
+        nodelifecycle::run(context.clone(), stop.clone()),
         gc::run(context.clone(), stop.clone()),
         endpoints::run(context.clone(), stop.clone()),
     );

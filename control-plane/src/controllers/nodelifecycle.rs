@@ -255,7 +255,9 @@ pub fn reconciled_taints(
     }
     let mut taints: Vec<Taint> = current
         .iter()
-        .filter(|t| !is_controller_taint(t) || wanted.contains(&(t.key.as_str(), t.effect.as_str())))
+        .filter(|t| {
+            !is_controller_taint(t) || wanted.contains(&(t.key.as_str(), t.effect.as_str()))
+        })
         .cloned()
         .collect();
     for (key, effect) in wanted {
@@ -348,10 +350,11 @@ impl TokenBucket {
         self.per_second = per_second;
     }
 
-    /// Takes a token if there is one.
+    /// Takes a token if there is one; at rate zero there never is (Kubernetes swaps in a
+    /// never-accepting limiter).
     pub fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        if self.per_second > 0.0 && self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
@@ -437,13 +440,11 @@ pub fn not_ready_conditions(pod: &Pod, now: &Time) -> Option<Vec<PodCondition>> 
 /// The pod's conditions with the DisruptionTarget condition the taint manager sets before
 /// deleting a pod, if it is not there yet.
 pub fn disruption_conditions(pod: &Pod, now: &Time) -> Option<Vec<PodCondition>> {
-    let mut conditions =
-        pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let reason = "DeletionByTaintManager";
-    if conditions
-        .iter()
-        .any(|c| c.type_ == "DisruptionTarget" && c.status == "True" && c.reason.as_deref() == Some(reason))
-    {
+    if conditions.iter().any(|c| {
+        c.type_ == "DisruptionTarget" && c.status == "True" && c.reason.as_deref() == Some(reason)
+    }) {
         return None;
     }
     conditions.retain(|c| c.type_ != "DisruptionTarget");
@@ -470,7 +471,7 @@ pub async fn run(context: Arc<Context>, stop: watch::Receiver<bool>) {
     let config = watcher::Config::default();
     let node_api = Api::<Node>::all(client.clone());
     let lease_api = Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
-    let feeds = [
+    let _feeds = [
         feed(reflector::reflector(node_writer, watcher(node_api, config.clone())), &changed),
         feed(reflector::reflector(lease_writer, watcher(lease_api, config.clone())), &changed),
         feed(reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client), config)), &changed),
@@ -488,20 +489,34 @@ pub async fn run(context: Arc<Context>, stop: watch::Receiver<bool>) {
         evicted: HashSet::new(),
         readiness: HashMap::new(),
     };
-    monitor.watch(&changed, stop).await;
-    for feed in feeds {
-        feed.abort();
+    monitor.watch(changed, stop).await;
+}
+
+/// Resolves once the three caches hold their first listing.
+async fn loaded(nodes: Store<Node>, leases: Store<Lease>, pods: Store<Pod>) {
+    let _ = nodes.wait_until_ready().await;
+    let _ = leases.wait_until_ready().await;
+    let _ = pods.wait_until_ready().await;
+}
+
+/// A task aborted when dropped, so a controller dropped without being stopped leaves no
+/// watch running.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 /// Keeps a reflector's cache current in its own task and signals `changed` on every event.
-fn feed<K, S>(events: S, changed: &Arc<Notify>) -> tokio::task::JoinHandle<()>
+fn feed<K, S>(events: S, changed: &Arc<Notify>) -> Task
 where
     K: Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let changed = changed.clone();
-    tokio::spawn(async move {
+    Task(tokio::spawn(async move {
         let events = events.default_backoff();
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
@@ -510,7 +525,7 @@ where
                 Err(error) => tracing::debug!(%error, "node lifecycle watch failed; retrying"),
             }
         }
-    })
+    }))
 }
 
 /// A zone's health and its limiter for new NoExecute taints.
@@ -575,15 +590,11 @@ enum PodWrite {
 }
 
 impl Monitor {
-    async fn watch(&mut self, changed: &Notify, stop: watch::Receiver<bool>) {
+    async fn watch(&mut self, changed: Arc<Notify>, stop: watch::Receiver<bool>) {
         let stopped = super::stopped(stop);
         tokio::pin!(stopped);
         loop {
-            let ready = async {
-                let _ = self.nodes.wait_until_ready().await;
-                let _ = self.leases.wait_until_ready().await;
-                let _ = self.pods.wait_until_ready().await;
-            };
+            let ready = loaded(self.nodes.clone(), self.leases.clone(), self.pods.clone());
             let timeout = Duration::from_millis(CONTROLLER_CACHE_SYNC_TIMEOUT_MS);
             tokio::select! {
                 _ = &mut stopped => return,
@@ -597,7 +608,7 @@ impl Monitor {
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
-                _ = changed.notified() => next = next.min(last_pass + spacing),
+                _ = changed.clone().notified_owned() => next = next.min(last_pass + spacing),
                 _ = tokio::time::sleep_until(next.into()) => {
                     let started = Instant::now();
                     let (wake, ok) = tokio::select! {
@@ -715,10 +726,10 @@ impl Monitor {
         for (zone, (ready, not_ready)) in counts {
             let state = states.get(zone).copied().unwrap_or(ZoneState::Normal);
             let rate = zone_taint_rate(state, ready + not_ready);
-            let entry = self.zones.entry(zone.to_string()).or_insert_with(|| Zone {
-                state,
-                bucket: TokenBucket::new(rate, now),
-            });
+            let entry = self
+                .zones
+                .entry(zone.to_string())
+                .or_insert_with(|| Zone { state, bucket: TokenBucket::new(rate, now) });
             if entry.state != state {
                 tracing::info!(zone, ?state, "zone changed state");
             }
@@ -762,17 +773,23 @@ impl Monitor {
     /// Writes the conditions and taints that changed; afterwards each view's node is the
     /// latest known. Returns whether every write went through.
     async fn write_nodes(&mut self, views: &mut [NodeView]) -> bool {
-        let writes = views.iter().enumerate().filter_map(|(index, view)| {
-            let conditions = (view.conditions != view.current_conditions())
-                .then(|| view.conditions.clone());
-            let taints = (view.taints != view.current_taints()).then(|| view.taints.clone());
-            if conditions.is_none() && taints.is_none() {
-                return None;
-            }
-            let context = self.context.clone();
-            let node = view.node.clone();
-            Some(async move { (index, write_node(&context, &node, conditions, taints).await) })
-        });
+        // Collected first: a lazy iterator's closures held across the await below would
+        // trip the compiler's `Send` check (rust-lang/rust#64552).
+        let writes: Vec<_> = views
+            .iter()
+            .enumerate()
+            .filter_map(|(index, view)| {
+                let conditions =
+                    (view.conditions != view.current_conditions()).then(|| view.conditions.clone());
+                let taints = (view.taints != view.current_taints()).then(|| view.taints.clone());
+                if conditions.is_none() && taints.is_none() {
+                    return None;
+                }
+                let context = self.context.clone();
+                let node = view.node.clone();
+                Some(async move { (index, write_node(&context, &node, conditions, taints).await) })
+            })
+            .collect();
         let results: Vec<(usize, Result<Node, kube::Error>)> = futures::stream::iter(writes)
             .buffer_unordered(NODE_LIFECYCLE_WRITES_IN_FLIGHT)
             .collect()
@@ -863,7 +880,10 @@ impl Monitor {
                 "Node {} status is now: NodeNotReady",
                 node.metadata.name.as_deref().unwrap_or("")
             );
-            context.recorder.record(&reference(node.as_ref()), EventType::Normal, "NodeNotReady", &message).await;
+            context
+                .recorder
+                .record(&reference(node.as_ref()), EventType::Normal, "NodeNotReady", &message)
+                .await;
         }
         for (namespace, name) in cancelled {
             let message = format!("Cancelling deletion of Pod {namespace}/{name}");
@@ -874,14 +894,13 @@ impl Monitor {
                 name: Some(name),
                 ..Default::default()
             };
-            context.recorder.record(&object, EventType::Normal, "TaintManagerEviction", &message).await;
+            context
+                .recorder
+                .record(&object, EventType::Normal, "TaintManagerEviction", &message)
+                .await;
         }
+        let writes: Vec<_> = writes.into_iter().map(|w| write_pod(&context, w, now)).collect();
         let results: Vec<(Option<String>, bool)> = futures::stream::iter(writes)
-            .map(|write| {
-                let context = context.clone();
-                let now = now.clone();
-                async move { write_pod(&context, write, &now).await }
-            })
             .buffer_unordered(NODE_LIFECYCLE_WRITES_IN_FLIGHT)
             .collect()
             .await;
@@ -1021,7 +1040,10 @@ async fn write_pod(context: &Context, write: PodWrite, now: &Time) -> (Option<St
             let (namespace, name) = namespace_and_name(&pod);
             let message = format!("Marking for deletion Pod {namespace}/{name}");
             let object = reference(pod.as_ref());
-            context.recorder.record(&object, EventType::Normal, "TaintManagerEviction", &message).await;
+            context
+                .recorder
+                .record(&object, EventType::Normal, "TaintManagerEviction", &message)
+                .await;
             let api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
             if let Some(conditions) = disruption_conditions(&pod, now) {
                 // Unconditional: the pod is going anyway, a concurrent status write may lose.
@@ -1209,7 +1231,7 @@ mod tests {
         let unknown = [condition("Ready", "Unknown"), condition("MemoryPressure", "True")];
         let wanted = wanted_readiness_taint(ready_status(&unknown));
         assert_eq!(wanted, Some(TAINT_UNREACHABLE));
-        let taints = reconciled_taints(&[user.clone()], &unknown, true, wanted, &now);
+        let taints = reconciled_taints(std::slice::from_ref(&user), &unknown, true, wanted, &now);
         assert_eq!(
             taints,
             vec![
@@ -1311,13 +1333,22 @@ mod tests {
         let unreachable = taint(TAINT_UNREACHABLE, None, NO_EXECUTE, Some(added));
         let at = |s: &str| Eviction::At(s.parse().expect("time"));
         // Default 300 s from 00:04:00.
-        assert_eq!(eviction(&pod_with(vec![]), &[unreachable.clone()], now), at("2026-01-01T00:09:00Z"));
+        assert_eq!(
+            eviction(&pod_with(vec![]), std::slice::from_ref(&unreachable), now),
+            at("2026-01-01T00:09:00Z")
+        );
         // 30 s have long passed.
         let short = toleration(TAINT_UNREACHABLE, "Exists", "", NO_EXECUTE, Some(30));
-        assert_eq!(eviction(&pod_with(vec![short]), &[unreachable.clone()], now), Eviction::Now);
+        assert_eq!(
+            eviction(&pod_with(vec![short]), std::slice::from_ref(&unreachable), now),
+            Eviction::Now
+        );
         // Forever.
         let forever = toleration(TAINT_UNREACHABLE, "Exists", "", NO_EXECUTE, None);
-        assert_eq!(eviction(&pod_with(vec![forever.clone()]), &[unreachable.clone()], now), Eviction::Never);
+        assert_eq!(
+            eviction(&pod_with(vec![forever.clone()]), std::slice::from_ref(&unreachable), now),
+            Eviction::Never
+        );
         // An untolerated NoExecute taint evicts at once; NoSchedule ones are ignored.
         let gpu = taint("gpu", None, NO_EXECUTE, Some(added));
         let taints = [unreachable.clone(), gpu];
@@ -1374,7 +1405,8 @@ mod tests {
             ..Node::default()
         };
         let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
-        let taints = reconciled_taints(&[], &[condition("Ready", "True")], unschedulable, None, &now);
+        let taints =
+            reconciled_taints(&[], &[condition("Ready", "True")], unschedulable, None, &now);
         assert_eq!(taints, vec![taint(TAINT_UNSCHEDULABLE, None, NO_SCHEDULE, None)]);
         assert_eq!(reconciled_taints(&taints, &[], false, None, &now), vec![]);
     }

@@ -86,6 +86,14 @@ pub enum Swap {
     Refused { current: Option<StoredKv> },
 }
 
+/// The outcome of [`Backend::write_all`]: done at a revision, or refused with the current
+/// state of each expected key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MultiSwap {
+    Done { revision: i64 },
+    Refused { current: Vec<Option<StoredKv>> },
+}
+
 /// A change seen by a watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -148,9 +156,7 @@ impl ProgressRequester {
             ProgressRequester::Remote(sender) => {
                 use pb::watch_request::RequestUnion;
                 let request = pb::WatchRequest {
-                    request_union: Some(RequestUnion::ProgressRequest(
-                        pb::WatchProgressRequest {},
-                    )),
+                    request_union: Some(RequestUnion::ProgressRequest(pb::WatchProgressRequest {})),
                 };
                 let _ = sender.try_send(request);
             }
@@ -409,6 +415,61 @@ impl Backend {
                 )))
             }
         })
+    }
+
+    /// Several keys changed in one txn, all or nothing: when every key in `expected` still has
+    /// its mod_revision (0: absent), `puts` and `deletes` are applied; otherwise nothing is
+    /// written and the expected keys' current states come back, in the order of `expected`.
+    /// (Service allocations write a Service and its range keys this way.)
+    pub async fn write_all(
+        &self,
+        expected: &[(Vec<u8>, i64)],
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+    ) -> Result<MultiSwap, BackendError> {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        use pb::request_op::Request;
+        let compare = expected
+            .iter()
+            .map(|(key, revision)| pb::Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Mod as i32,
+                key: key.clone(),
+                range_end: Vec::new(),
+                target_union: Some(TargetUnion::ModRevision(*revision)),
+            })
+            .collect();
+        let puts = puts.into_iter().map(|(key, value)| {
+            Request::RequestPut(pb::PutRequest { key, value, ..Default::default() })
+        });
+        let deletes = deletes.into_iter().map(|key| {
+            Request::RequestDeleteRange(pb::DeleteRangeRequest { key, ..Default::default() })
+        });
+        let gets = expected.iter().map(|(key, _)| {
+            Request::RequestRange(pb::RangeRequest { key: key.clone(), ..Default::default() })
+        });
+        let op = |request| pb::RequestOp { request: Some(request) };
+        let request = pb::TxnRequest {
+            compare,
+            success: puts.chain(deletes).map(op).collect(),
+            failure: gets.map(op).collect(),
+        };
+        let response = self.txn(request).await?;
+        if response.succeeded {
+            return Ok(MultiSwap::Done { revision: response.header.map_or(0, |h| h.revision) });
+        }
+        use pb::response_op::Response;
+        let current = response
+            .responses
+            .into_iter()
+            .map(|answer| match answer.response {
+                Some(Response::ResponseRange(range)) => {
+                    range.kvs.into_iter().next().map(StoredKv::from)
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(MultiSwap::Refused { current })
     }
 
     /// Grants a lease of `ttl_seconds` (Events expire with one).

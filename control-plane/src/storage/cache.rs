@@ -182,8 +182,8 @@ impl WatchCache {
     /// once that nothing in this range changed since the cache's last event. Bounded by
     /// `limits::CONSISTENT_READ_CACHE_WAIT_MS`; on `Err` the caller reads the store instead.
     pub async fn wait_for_current(&self, revision: i64) -> Result<(), CacheError> {
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(limits::CONSISTENT_READ_CACHE_WAIT_MS);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(limits::CONSISTENT_READ_CACHE_WAIT_MS);
         let mut current = self.revision.subscribe();
         loop {
             if *current.borrow() >= revision && self.state.lock().expect("cache lock").ready {

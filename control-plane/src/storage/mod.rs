@@ -4,5 +4,5 @@
 pub mod backend;
 pub mod cache;
 
-pub use backend::{Backend, BackendError, StoredKv, Swap};
+pub use backend::{Backend, BackendError, MultiSwap, StoredKv, Swap};
 pub use cache::{CacheError, CacheEvent, EventType, WatchCache};

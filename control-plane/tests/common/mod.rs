@@ -31,6 +31,7 @@ pub async fn start(ip: &str) -> Cluster {
         hosts: vec![ip.to_string()],
         token_auth_file: None,
         watch_cache_size: control_plane::limits::CACHE_HISTORY_EVENTS_MAX,
+        service_ranges: Default::default(),
     };
     let api = control_plane::apiserver::server::start(api_config, backend).await.expect("api");
     let client = control_plane::client::from_kubeconfig_file(&api.admin_kubeconfig)

@@ -1,0 +1,451 @@
+//! The `process` runtime: each container is a supervised host process. Images mean:
+//! `host` runs `command`/`args` as given; an absolute path is the executable (`command`, when
+//! set, replaces it as a Kubernetes command replaces an image's entrypoint); anything else is
+//! refused with `ErrImageNeverPull` and a message pointing at the docker runtime. Pods share
+//! the node's network (pod IP = node IP): two pods listening on one port collide.
+//!
+//! State lives in files under `<root-dir>/containers/<id>/` (id = `<pod uid>_<name>_<attempt>`):
+//! `config.json` (the container as created), and the shim's `shim.json`, `pid.json` and
+//! `exit.json` (see [`super::shim`]). A container's liveness is its recorded pid with the same
+//! kernel start time, so a restarted agent finds running containers again.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::jiff::Timestamp;
+use rustix::process::{kill_process_group, Pid, Signal};
+
+use super::shim::{self, ExitRecord, PidRecord, ShimSpec};
+use super::{
+    cgroup, ContainerConfig, ContainerId, ContainerState, ContainerStatus, ExecResult, Runtime,
+    RuntimeError, RuntimeFuture, Sandbox, SandboxConfig,
+};
+use crate::limits::{EXEC_OUTPUT_BYTES_MAX, KILL_CONFIRM_TIMEOUT_MS, SHIM_START_TIMEOUT_MS};
+
+const CONFIG_FILE: &str = "config.json";
+/// How often a waiting call looks for the shim's records.
+const RECORD_POLL: Duration = Duration::from_millis(20);
+
+/// A container as created (`config.json`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    config: ContainerConfig,
+    argv: Vec<String>,
+    created_at: Timestamp,
+    cgroup: Option<PathBuf>,
+}
+
+/// How the `process` runtime is set up.
+#[derive(Clone, Debug)]
+pub struct ProcessRuntimeConfig {
+    /// Container state goes under `<root_dir>/containers`.
+    pub root_dir: PathBuf,
+    /// The program and arguments that run the shim; the container directory is appended
+    /// (`skiff container-shim <dir>`).
+    pub shim_command: Vec<OsString>,
+}
+
+pub struct ProcessRuntime {
+    containers_dir: PathBuf,
+    shim_command: Vec<OsString>,
+    network_warned: AtomicBool,
+}
+
+impl std::fmt::Debug for ProcessRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessRuntime").field("dir", &self.containers_dir).finish()
+    }
+}
+
+/// The command line a container runs, from its image, command and args (see module docs).
+pub fn resolve_argv(
+    image: &str,
+    command: &[String],
+    args: &[String],
+) -> Result<Vec<String>, RuntimeError> {
+    let joined = || command.iter().chain(args).cloned().collect::<Vec<_>>();
+    match image {
+        "host" if command.is_empty() && args.is_empty() => Err(RuntimeError::ImageRefused {
+            reason: "CreateContainerError",
+            message: "image \"host\" has no entrypoint of its own: set the container's command"
+                .into(),
+        }),
+        "host" => Ok(joined()),
+        path if path.starts_with('/') && command.is_empty() => {
+            Ok(std::iter::once(path.to_string()).chain(args.iter().cloned()).collect())
+        }
+        path if path.starts_with('/') => Ok(joined()),
+        other => Err(RuntimeError::ImageRefused {
+            reason: "ErrImageNeverPull",
+            message: format!(
+                "Container image \"{other}\" cannot run on the process runtime: it runs `image: \
+                 host` (the command as given) or an absolute path to an executable; run this \
+                 node's agent with --runtime docker for container images"
+            ),
+        }),
+    }
+}
+
+fn io_error(operation: &'static str) -> impl Fn(std::io::Error) -> RuntimeError {
+    move |error| RuntimeError::failed(operation, error)
+}
+
+impl ProcessRuntime {
+    pub fn new(config: ProcessRuntimeConfig) -> Result<ProcessRuntime, RuntimeError> {
+        let containers_dir = config.root_dir.join("containers");
+        std::fs::create_dir_all(&containers_dir).map_err(io_error("create the state dir"))?;
+        if config.shim_command.is_empty() {
+            return Err(RuntimeError::failed("configure", "no shim command"));
+        }
+        Ok(ProcessRuntime {
+            containers_dir,
+            shim_command: config.shim_command,
+            network_warned: AtomicBool::new(false),
+        })
+    }
+
+    fn dir(&self, id: &ContainerId) -> PathBuf {
+        self.containers_dir.join(&id.0)
+    }
+
+    fn record(&self, id: &ContainerId) -> Result<Record, RuntimeError> {
+        shim::read_json(&self.dir(id).join(CONFIG_FILE))
+            .ok_or_else(|| RuntimeError::NotFound(id.0.clone()))
+    }
+
+    fn status_now(&self, id: &ContainerId) -> Result<ContainerStatus, RuntimeError> {
+        let record = self.record(id)?;
+        let dir = self.dir(id);
+        let state = match shim::read_json::<ExitRecord>(&dir.join(shim::EXIT_FILE)) {
+            Some(exit) => exited(exit),
+            None => match shim::read_json::<PidRecord>(&dir.join(shim::PID_FILE)) {
+                Some(pid) if shim::is_alive(&pid) || shim_alive(&dir) => {
+                    ContainerState::Running { started_at: pid.started_at }
+                }
+                // Both the container and its shim are gone without a record of the end (the
+                // machine rebooted, or someone killed the shim).
+                Some(pid) => ContainerState::Exited {
+                    started_at: Some(pid.started_at),
+                    finished_at: Timestamp::now(),
+                    exit_code: 137,
+                    reason: "ContainerStatusUnknown".into(),
+                    message: Some("The container could not be located when the pod was checked".into()),
+                    signal: None,
+                },
+                None => ContainerState::Created,
+            },
+        };
+        let config = record.config;
+        Ok(ContainerStatus {
+            id: id.clone(),
+            pod_uid: config.pod_uid,
+            name: config.name,
+            attempt: config.attempt,
+            image: config.image,
+            spec_hash: config.spec_hash,
+            created_at: record.created_at,
+            state,
+            log_path: config.log_path,
+        })
+    }
+
+    async fn wait_for_exit(&self, id: &ContainerId, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.status_now(id) {
+                Ok(status) if status.is_running() => {}
+                _ => return true,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(RECORD_POLL).await;
+        }
+    }
+
+    async fn start(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        let dir = self.dir(id);
+        self.record(id)?;
+        let mut command = tokio::process::Command::new(&self.shim_command[0]);
+        command.args(&self.shim_command[1..]).arg(&dir);
+        let shim_log = std::fs::File::create(dir.join("shim.log")).map_err(io_error("start"))?;
+        // Its own process group: a signal to the agent's group (Ctrl-C) does not reach it.
+        command.process_group(0).stdin(std::process::Stdio::null());
+        command.stdout(std::process::Stdio::null()).stderr(shim_log);
+        let mut child = command.spawn().map_err(|e| {
+            RuntimeError::failed("start", format!("cannot run the container shim: {e}"))
+        })?;
+        let shim_pid = child.id().unwrap_or(0) as i32;
+        let shim_record = PidRecord {
+            pid: shim_pid,
+            start_ticks: shim::process_start_ticks(shim_pid).unwrap_or(0),
+            started_at: Timestamp::now(),
+        };
+        let _ = shim::write_json(&dir.join("shim-pid.json"), &shim_record);
+        // Reaped here while this agent lives; after an agent restart, by init.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(SHIM_START_TIMEOUT_MS);
+        while !dir.join(shim::PID_FILE).exists() && !dir.join(shim::EXIT_FILE).exists() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Timeout {
+                    operation: "start",
+                    timeout: Duration::from_millis(SHIM_START_TIMEOUT_MS),
+                });
+            }
+            tokio::time::sleep(RECORD_POLL).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<(), RuntimeError> {
+        let dir = self.dir(id);
+        if !self.status_now(id)?.is_running() {
+            return Ok(());
+        }
+        let Some(record) = shim::read_json::<PidRecord>(&dir.join(shim::PID_FILE)) else {
+            return Ok(());
+        };
+        let Some(group) = Pid::from_raw(record.pid) else { return Ok(()) };
+        if shim::is_alive(&record) {
+            let _ = kill_process_group(group, Signal::TERM);
+        }
+        if self.wait_for_exit(id, grace).await {
+            return Ok(());
+        }
+        if shim::is_alive(&record) {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+        if self.wait_for_exit(id, Duration::from_millis(KILL_CONFIRM_TIMEOUT_MS)).await {
+            Ok(())
+        } else {
+            Err(RuntimeError::failed("stop", format!("container {id} survived SIGKILL")))
+        }
+    }
+
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let record = self.record(id)?;
+        let Some((program, args)) = argv.split_first() else {
+            return Err(RuntimeError::failed("exec", "empty command"));
+        };
+        let mut command = tokio::process::Command::new(program);
+        command.args(args).env_clear().envs(record.config.env.iter().cloned());
+        if let Some(dir) = &record.config.working_dir {
+            command.current_dir(dir);
+        }
+        command.process_group(0).kill_on_drop(true).stdin(std::process::Stdio::null());
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let child = command.spawn().map_err(|e| RuntimeError::failed("exec", e))?;
+        let group = child.id().and_then(|pid| Pid::from_raw(pid as i32));
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => {
+                let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&output.stderr));
+                truncate(&mut text, EXEC_OUTPUT_BYTES_MAX);
+                Ok(ExecResult { exit_code: output.status.code().unwrap_or(-1), output: text })
+            }
+            Ok(Err(error)) => Err(RuntimeError::failed("exec", error)),
+            Err(_) => {
+                if let Some(group) = group {
+                    let _ = kill_process_group(group, Signal::KILL);
+                }
+                Err(RuntimeError::Timeout { operation: "exec", timeout })
+            }
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+fn shim_alive(dir: &Path) -> bool {
+    shim::read_json::<PidRecord>(&dir.join("shim-pid.json")).is_some_and(|r| shim::is_alive(&r))
+}
+
+fn exited(exit: ExitRecord) -> ContainerState {
+    ContainerState::Exited {
+        started_at: exit.started_at,
+        finished_at: exit.finished_at,
+        exit_code: exit.exit_code,
+        reason: exit.reason,
+        message: exit.message,
+        signal: exit.signal,
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn version(&self) -> String {
+        format!("process://{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn run_sandbox<'a>(&'a self, config: &'a SandboxConfig) -> RuntimeFuture<'a, Sandbox> {
+        async move {
+            if !self.network_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "process runtime: pods use the host network (pod IP = node IP {}); two pods \
+                     listening on one port collide",
+                    config.node_ip
+                );
+            }
+            Ok(Sandbox { pod_ip: config.node_ip.clone(), host_network: true })
+        }
+        .boxed()
+    }
+
+    fn remove_sandbox<'a>(&'a self, _pod_uid: &'a str) -> RuntimeFuture<'a, ()> {
+        async move { Ok(()) }.boxed()
+    }
+
+    fn create_container<'a>(
+        &'a self,
+        config: &'a ContainerConfig,
+    ) -> RuntimeFuture<'a, ContainerId> {
+        async move {
+            let argv = resolve_argv(&config.image, &config.command, &config.args)?;
+            let id = ContainerId(format!("{}_{}_{}", config.pod_uid, config.name, config.attempt));
+            let dir = self.dir(&id);
+            if dir.exists() {
+                return Err(RuntimeError::failed("create", format!("container {id} exists")));
+            }
+            std::fs::create_dir_all(&dir).map_err(io_error("create"))?;
+            if let Some(parent) = config.log_path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_error("create the log dir"))?;
+            }
+            let cgroup = cgroup::prepare(&id.0, &config.limits);
+            let spec = ShimSpec {
+                argv: argv.clone(),
+                env: config.env.clone(),
+                working_dir: config.working_dir.clone(),
+                log_path: config.log_path.clone(),
+                cgroup: cgroup.clone(),
+            };
+            shim::write_json(&dir.join(shim::SPEC_FILE), &spec).map_err(io_error("create"))?;
+            let record = Record { config: config.clone(), argv, created_at: Timestamp::now(), cgroup };
+            shim::write_json(&dir.join(CONFIG_FILE), &record).map_err(io_error("create"))?;
+            Ok(id)
+        }
+        .boxed()
+    }
+
+    fn start_container<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
+        self.start(id).boxed()
+    }
+
+    fn stop_container<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        grace: Duration,
+    ) -> RuntimeFuture<'a, ()> {
+        self.stop(id, grace).boxed()
+    }
+
+    fn remove_container<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
+        async move {
+            if let Ok(record) = self.record(id) {
+                let log = &record.config.log_path;
+                let _ = std::fs::remove_file(log);
+                let _ = std::fs::remove_file(log.with_extension("log.1"));
+            }
+            cgroup::remove(&id.0);
+            match std::fs::remove_dir_all(self.dir(id)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    Err(RuntimeError::failed("remove", error))
+                }
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    }
+
+    fn list_containers<'a>(
+        &'a self,
+        pod_uid: Option<&'a str>,
+    ) -> RuntimeFuture<'a, Vec<ContainerStatus>> {
+        async move {
+            let entries =
+                std::fs::read_dir(&self.containers_dir).map_err(io_error("list containers"))?;
+            let prefix = pod_uid.map(|uid| format!("{uid}_"));
+            let mut found = Vec::new();
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if prefix.as_ref().is_some_and(|p| !name.starts_with(p.as_str())) {
+                    continue;
+                }
+                // A directory without a readable config is a creation cut short: skipped.
+                if let Ok(status) = self.status_now(&ContainerId(name)) {
+                    found.push(status);
+                }
+            }
+            found.sort_by(|a, b| (&a.name, a.attempt).cmp(&(&b.name, b.attempt)));
+            Ok(found)
+        }
+        .boxed()
+    }
+
+    fn container_status<'a>(
+        &'a self,
+        id: &'a ContainerId,
+    ) -> RuntimeFuture<'a, ContainerStatus> {
+        async move { self.status_now(id) }.boxed()
+    }
+
+    fn exec_sync<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        command: &'a [String],
+        timeout: Duration,
+    ) -> RuntimeFuture<'a, ExecResult> {
+        self.exec(id, command, timeout).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn images_name_the_host_or_an_executable_and_nothing_else() {
+        let cmd = strings(&["/bin/sh", "-c"]);
+        let args = strings(&["echo hi"]);
+        assert_eq!(resolve_argv("host", &cmd, &args).unwrap(), strings(&["/bin/sh", "-c", "echo hi"]));
+        assert_eq!(
+            resolve_argv("/bin/echo", &[], &args).unwrap(),
+            strings(&["/bin/echo", "echo hi"])
+        );
+        assert_eq!(resolve_argv("/bin/echo", &cmd, &[]).unwrap(), cmd, "command replaces it");
+        let refused = resolve_argv("nginx:1.27", &[], &[]).unwrap_err();
+        match refused {
+            RuntimeError::ImageRefused { reason, message } => {
+                assert_eq!(reason, "ErrImageNeverPull");
+                assert!(message.contains("--runtime docker"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(resolve_argv("host", &[], &[]).is_err());
+    }
+}
