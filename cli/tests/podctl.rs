@@ -114,6 +114,19 @@ fn podctl_get_prints_what_kubectl_prints() {
     let manifests = format!("{DEPLOYMENT}---\n{}---\n{}", pod("p1", "app: db"), pod("p2", ""));
     let (ok, _, stderr) = master.kubectl_stdin(&["apply", "-f", "-"], &manifests);
     assert!(ok, "{stderr}");
+    // Let the controllers and the scheduler settle first (the Deployment's two pods exist and
+    // every pod is marked unschedulable: there are no nodes), so both clients see one state.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let path = "jsonpath={range .items[*]}\
+            {.status.conditions[?(@.type==\"PodScheduled\")].status}\n{end}";
+        let (_, out, _) = master.kubectl(&["get", "pods", "-o", path]);
+        if out.lines().filter(|l| *l == "False").count() == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "pods never settled: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     for args in [
         &["get", "pods"][..],
@@ -153,7 +166,8 @@ fn podctl_get_prints_what_kubectl_prints() {
     }
     // The AGE column really is there and masked, and podctl prints Tables, not NAME/AGE.
     let pods = master.same(&["get", "pods", "-o", "wide"]);
-    assert!(pods.starts_with("NAME   READY   STATUS    RESTARTS   AGE   IP"), "{pods}");
+    let header: Vec<&str> = pods.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header[..6], ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"], "{pods}");
 
     // YAML differs from kubectl's in quoting only: both parse to the same objects.
     for args in [&["get", "deploy", "web", "-o", "yaml"][..], &["get", "pods", "-o", "yaml"]] {

@@ -249,12 +249,12 @@ async fn daemon_set_follows_nodes_and_taints_and_rolls_one_node_at_a_time() {
             .flatten()
             .map(|t| (t.key.clone().unwrap_or_default(), t.effect.clone().unwrap_or_default()))
             .collect();
-        for key in ["not-ready", "unreachable"] {
-            assert!(tolerated.contains(&(format!("node.kubernetes.io/{key}"), "NoExecute".into())));
-        }
-        for key in ["disk-pressure", "memory-pressure", "pid-pressure", "unschedulable"] {
-            assert!(tolerated.contains(&(format!("node.kubernetes.io/{key}"), "NoSchedule".into())));
-        }
+        let tolerates = |key: &str, effect: &str| {
+            tolerated.contains(&(format!("node.kubernetes.io/{key}"), effect.to_string()))
+        };
+        assert!(["not-ready", "unreachable"].iter().all(|k| tolerates(k, "NoExecute")));
+        let pressures = ["disk-pressure", "memory-pressure", "pid-pressure", "unschedulable"];
+        assert!(pressures.iter().all(|k| tolerates(k, "NoSchedule")));
         assert_eq!(label(&pod.metadata, "controller-revision-hash"), hash);
     }
     let created_events = event_messages(&client, "agent", "SuccessfulCreate").await;
