@@ -1,1 +1,217 @@
-//! Node agent: pod lifecycle, runtimes, probes, logs and service proxy (issue 7 on).
+//! Node agent (Skiff's kubelet): registers its Node and renews its Lease, runs the pods bound to
+//! it through a container [`runtime`], probes them, reports their status, and serves their
+//! logs over HTTPS for the API server's `pods/log`.
+//!
+//! Entry point: [`run`], with a `kube::Client` the caller builds (the agent authenticates as
+//! `system:node:<name>` in group `system:nodes`, so the API server's NodeRestriction limits it
+//! to its own Node, Lease and pods).
+
+pub mod backoff;
+pub mod host;
+pub mod limits;
+pub mod logs;
+pub mod metrics;
+pub mod node;
+pub mod pod;
+pub mod probe;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
+use crate::runtime::{ContainerState, Runtime, RuntimeKind};
+pub use crate::server::ServingCertificate;
+
+/// How an agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Node's name (`--node-name`).
+    pub node_name: String,
+    /// The node's InternalIP, and the pods' IP on host networking (`--node-ip`).
+    pub node_ip: String,
+    /// Container state and logs (`--root-dir`).
+    pub root_dir: PathBuf,
+    pub runtime: RuntimeKind,
+    /// The agent's HTTPS server (`--address`, `--port`); its port is published as the Node's
+    /// `daemonEndpoints.kubeletEndpoint.Port`.
+    pub listen: SocketAddr,
+    /// Client certificates signed by this CA (the cluster CA, PEM) authenticate to the agent's
+    /// server when their user is the API server's (see [`server`]).
+    pub client_ca_pem: Option<String>,
+    /// A bearer token that also authenticates to the agent's server.
+    pub server_token: Option<String>,
+    /// A serving certificate; `None` makes a self-signed one.
+    pub serving_certificate: Option<ServingCertificate>,
+    /// How the `process` runtime runs a container's shim: a program and its first arguments,
+    /// to which the container's directory is appended (`skiff container-shim <dir>`).
+    pub shim_command: Vec<OsString>,
+    /// The node Lease's duration (renewed every quarter of it).
+    pub node_lease_duration_seconds: i32,
+}
+
+impl AgentConfig {
+    /// Defaults for node `node_name` at `node_ip`: state under `./skiff-agent`, the process
+    /// runtime with this executable as the shim (`<current exe> container-shim`), port 10250.
+    pub fn new(node_name: &str, node_ip: &str) -> AgentConfig {
+        let exe = std::env::current_exe().map(OsString::from).unwrap_or_else(|_| "skiff".into());
+        AgentConfig {
+            node_name: node_name.to_string(),
+            node_ip: node_ip.to_string(),
+            root_dir: PathBuf::from("skiff-agent"),
+            runtime: RuntimeKind::Process,
+            listen: SocketAddr::from(([0, 0, 0, 0], 10250)),
+            client_ca_pem: None,
+            server_token: None,
+            serving_certificate: None,
+            shim_command: vec![exe, "container-shim".into()],
+            node_lease_duration_seconds: limits::NODE_LEASE_DURATION_SECONDS_DEFAULT,
+        }
+    }
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error("the {0} runtime is not implemented yet; run the agent with --runtime process")]
+    RuntimeNotImplemented(&'static str),
+    #[error("container runtime: {0}")]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: SocketAddr, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+fn check(config: &AgentConfig) -> Result<(), AgentError> {
+    if config.node_name.is_empty() {
+        return Err(AgentError::Config("the node name is empty".into()));
+    }
+    if config.node_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(AgentError::Config(format!("--node-ip {:?} is not an IP", config.node_ip)));
+    }
+    if config.node_lease_duration_seconds < 1 {
+        return Err(AgentError::Config("the node lease duration must be at least 1 s".into()));
+    }
+    std::fs::create_dir_all(config.root_dir.join("pods")).map_err(|e| {
+        AgentError::Config(format!("cannot create {}: {e}", config.root_dir.display()))
+    })
+}
+
+/// Runs the agent until `stop` turns true. Containers keep running when it stops; the next
+/// agent on the same `root_dir` adopts them.
+pub async fn run(
+    client: kube::Client,
+    config: AgentConfig,
+    registry: &prometheus::Registry,
+    stop: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    check(&config)?;
+    let runtime: Arc<dyn Runtime> = match config.runtime {
+        RuntimeKind::Process => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+            root_dir: config.root_dir.clone(),
+            shim_command: config.shim_command.clone(),
+        })?),
+        RuntimeKind::Docker => return Err(AgentError::RuntimeNotImplemented("docker")),
+    };
+    let metrics = metrics::Metrics::new(registry);
+    let recorder = Arc::new(control_plane::events::Recorder::new(
+        client.clone(),
+        "kubelet",
+        &config.node_name,
+        registry,
+    ));
+    let context = Arc::new(pod::NodeContext::new(
+        client.clone(),
+        config.node_name.clone(),
+        config.node_ip.clone(),
+        config.root_dir.clone(),
+        runtime.clone(),
+        metrics.clone(),
+        recorder,
+    ));
+    let server_config = server::ServerConfig {
+        listen: config.listen,
+        client_ca_pem: config.client_ca_pem.clone(),
+        token: config.server_token.clone(),
+        certificate: config.serving_certificate.clone(),
+        hosts: vec![config.node_name.clone(), config.node_ip.clone()],
+    };
+    let server =
+        server::start(server_config, context.clone(), registry.clone(), stop.clone()).await?;
+    let identity = node::NodeIdentity {
+        name: config.node_name.clone(),
+        ip: config.node_ip.clone(),
+        port: config.listen.port(),
+        runtime_version: runtime.version(),
+        root_dir: config.root_dir.clone(),
+        lease_duration_seconds: config.node_lease_duration_seconds,
+    };
+    tracing::info!(node = %config.node_name, runtime = runtime.name(), "agent starting");
+    let node = tokio::spawn(node::run(client, identity, stop.clone()));
+    let pods = tokio::spawn(pod::run(context.clone(), stop.clone()));
+    let gauges = tokio::spawn(update_gauges(context, stop.clone()));
+    let _ = tokio::join!(node, pods, gauges);
+    server.abort();
+    let _ = server.await;
+    tracing::info!(node = %config.node_name, "agent stopped; containers keep running");
+    Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone); holds no borrow of the value, so
+/// it may sit in a `select!` whose other branches await.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Keeps the pod and container gauges current.
+async fn update_gauges(context: Arc<pod::NodeContext>, mut stop: watch::Receiver<bool>) {
+    let metrics = &context.metrics;
+    loop {
+        if let Ok(all) = context.runtime.list_containers(None).await {
+            let mut by_state: HashMap<&str, i64> =
+                [("created", 0), ("running", 0), ("exited", 0)].into_iter().collect();
+            let mut running_pods = HashSet::new();
+            for container in &all {
+                let state = match container.state {
+                    ContainerState::Created => "created",
+                    ContainerState::Running { .. } => {
+                        running_pods.insert(container.pod_uid.clone());
+                        "running"
+                    }
+                    ContainerState::Exited { .. } => "exited",
+                };
+                *by_state.entry(state).or_default() += 1;
+            }
+            for (state, count) in by_state {
+                metrics.containers.with_label_values(&[state]).set(count);
+            }
+            metrics.running_pods.set(running_pods.len() as i64);
+        }
+        let phases = context.phases.lock().expect("phases").clone();
+        let mut by_phase: HashMap<String, i64> = ["Pending", "Running", "Succeeded", "Failed"]
+            .iter()
+            .map(|p| (p.to_string(), 0))
+            .collect();
+        for phase in phases.values() {
+            *by_phase.entry(phase.clone()).or_default() += 1;
+        }
+        for (phase, count) in by_phase {
+            metrics.pods_by_phase.with_label_values(&[&phase]).set(count);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(limits::POD_SYNC_PERIOD_MS * 5)) => {}
+            _ = crate::stopped(&mut stop) => return,
+        }
+    }
+}

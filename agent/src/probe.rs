@@ -179,8 +179,7 @@ async fn run(
         let now = Instant::now();
         let started = context.results.lock().expect("probe results").get(&id).map(|r| r.started);
         let Some(started) = started else { return };
-        for index in 0..probes.len() {
-            let scheduled = &mut probes[index];
+        for scheduled in probes.iter_mut() {
             if scheduled.due > now {
                 continue;
             }
@@ -190,8 +189,7 @@ async fn run(
             if waiting_for_startup || (kind == ProbeKind::Startup && started) {
                 continue;
             }
-            let (ok, message) =
-                execute(&scheduled.probe, &container, &id, &context).await;
+            let (ok, message) = execute(&scheduled.probe, &container, &id, &context).await;
             let result = if ok { "successful" } else { "failed" };
             context
                 .metrics
@@ -252,8 +250,8 @@ async fn execute(
     id: &ContainerId,
     context: &ProbeContext,
 ) -> (bool, String) {
-    let timeout = seconds(probe.timeout_seconds, PROBE_TIMEOUT_SECONDS_DEFAULT)
-        .max(Duration::from_secs(1));
+    let timeout =
+        seconds(probe.timeout_seconds, PROBE_TIMEOUT_SECONDS_DEFAULT).max(Duration::from_secs(1));
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
         return match context.runtime.exec_sync(id, &command, timeout).await {
@@ -276,12 +274,8 @@ async fn execute(
         };
         let path = http.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
         let https = http.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
-        let headers: Vec<(String, String)> = http
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
+        let headers: Vec<(String, String)> =
+            http.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
         let request = http_get(&host, port, &path, https, &headers);
         return match tokio::time::timeout(timeout, request).await {
             Ok(Ok(code)) if (200..400).contains(&code) => (true, String::new()),

@@ -233,7 +233,7 @@ pub async fn run(
     )
     .default_backoff()
     .map(|_| ());
-    let mut events = futures::stream::select(service_events, endpoint_events);
+    let mut events = std::pin::pin!(futures::stream::select(service_events, endpoint_events));
     let mode = resolve_mode(&config);
     let mut programmer = match mode {
         ProxyMode::Nftables | ProxyMode::Iptables => {
@@ -248,13 +248,10 @@ pub async fn run(
     let mut stopping = stop.clone();
     loop {
         let ready = stores_ready(&services, &endpoints);
-        let next_sync = if dirty && ready {
-            last_sync + config.sync_period_min
-        } else {
-            last_sync + full_sync
-        };
+        let next_sync =
+            if dirty && ready { last_sync + config.sync_period_min } else { last_sync + full_sync };
         tokio::select! {
-            _ = stopping.wait_for(|s| *s) => break,
+            _ = until_stopped(&mut stopping) => break,
             event = events.next() => match event {
                 Some(()) => dirty = true,
                 None => break,
@@ -276,6 +273,12 @@ pub async fn run(
     }
     metrics.programmed.reset();
     tracing::info!("service proxy stopped");
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    // The borrow `wait_for` returns is dropped here: it must not live across an await.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Both reflectors have listed once (no partial first sync that would drop routes).

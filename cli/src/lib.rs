@@ -2,5 +2,6 @@
 //! binaries in `src/bin/` only call into this library.
 
 pub mod kvctl;
+pub mod node_agent;
 pub mod podctl;
 pub mod skiff;

@@ -29,6 +29,14 @@ enum Command {
     /// Run fake nodes for scale tests: they register, renew their Leases and report the pods
     /// bound to them Running, without running anything.
     HollowNodes(HollowFlags),
+    /// Run a node agent: registers a Node, runs the pods bound to it, serves their logs.
+    Agent(crate::node_agent::AgentFlags),
+    /// Write a kubeconfig with a client certificate from a master's cluster CA (e.g. a node
+    /// agent's: `--user system:node:<name> --group system:nodes`).
+    Kubeconfig(crate::node_agent::KubeconfigFlags),
+    /// The process runtime's per-container supervisor (started by the agent).
+    #[command(hide = true)]
+    ContainerShim(crate::node_agent::ShimFlags),
 }
 
 /// What `skiff hollow-nodes` simulates.
@@ -309,6 +317,10 @@ async fn run_hollow_nodes(flags: HollowFlags) -> anyhow::Result<()> {
 /// The `skiff` binary's entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The shim runs for the container's whole life: no runtime, no log setup.
+    if let Command::ContainerShim(flags) = &cli.command {
+        return agent::runtime::shim::main(&flags.dir);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
@@ -322,6 +334,9 @@ pub fn main() -> ExitCode {
             Command::Store(flags) => run_store(flags).await,
             Command::Master(flags) => run_master(flags).await,
             Command::HollowNodes(flags) => run_hollow_nodes(flags).await,
+            Command::Agent(flags) => crate::node_agent::run_agent(flags).await,
+            Command::Kubeconfig(flags) => crate::node_agent::write_kubeconfig(flags),
+            Command::ContainerShim(_) => Ok(()),
         }
     });
     match result {

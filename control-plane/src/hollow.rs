@@ -296,7 +296,13 @@ async fn report_pods(
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
         let Some(&index) = nodes.get(&node) else { continue };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        if is_reported_running(&pod) || pod.metadata.deletion_timestamp.is_some() {
+        if pod.metadata.deletion_timestamp.is_some() {
+            // A hollow kubelet has nothing to stop: it completes a graceful deletion at once,
+            // as a kubelet does once its containers are gone.
+            finish_deletion(&client, &pod, writes.clone()).await;
+            continue;
+        }
+        if is_reported_running(&pod) {
             reported.insert(uid);
             continue;
         }
@@ -321,4 +327,26 @@ async fn report_pods(
             }
         });
     }
+}
+
+/// Deletes a gracefully deleted pod for good (`gracePeriodSeconds=0`, uid precondition).
+async fn finish_deletion(client: &kube::Client, pod: &Pod, writes: Arc<Semaphore>) {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let params = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::default()
+    };
+    let permit = writes.acquire_owned().await.expect("semaphore open");
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(error) = api.delete(&name, &params).await {
+            tracing::debug!(pod = %name, %error, "cannot finish a hollow pod's deletion");
+        }
+    });
 }

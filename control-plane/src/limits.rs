@@ -105,9 +105,16 @@ pub const CONSISTENT_READ_CACHE_WAIT_MS: u64 = 1_000;
 /// server took between the pick and the write (each attempt re-reads the range).
 pub const SERVICE_ALLOCATION_ATTEMPTS_MAX: usize = 8;
 /// Range values (a ClusterIP and NodePorts) one Service may hold: its write is one store txn
-/// comparing each new and released key, within the store's txn operation limit.
+/// comparing each new and released key (plus the Service's), within the store's txn
+/// operation limit.
 pub const SERVICE_ALLOCATIONS_PER_SERVICE_MAX: usize = 60;
-const _: () = assert!(1 + 2 * SERVICE_ALLOCATIONS_PER_SERVICE_MAX <= store::limits::TXN_OPS_MAX);
+const _: () = assert!(2 * SERVICE_ALLOCATIONS_PER_SERVICE_MAX < store::limits::TXN_OPS_MAX);
 /// How often each API server looks for leaked or unrecorded range keys (kube-apiserver's
 /// repair loops run every 3 minutes).
 pub const SERVICE_RANGE_REPAIR_INTERVAL_MS: u64 = 60_000;
+/// `pods/log` proxying: time to connect to a node agent, time for its response headers, and
+/// the most of an agent's error body read.
+pub const AGENT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const AGENT_RESPONSE_TIMEOUT_MS: u64 = 30_000;
+pub const AGENT_ERROR_BYTES_MAX: usize = 64 * 1024;
+const _: () = assert!(AGENT_CONNECT_TIMEOUT_MS <= AGENT_RESPONSE_TIMEOUT_MS);

@@ -128,6 +128,16 @@ impl Pki {
     }
 }
 
+/// A client certificate for `user` in `groups` signed by `ca`: credentials made outside a
+/// running master (`skiff kubeconfig` for node agents).
+pub fn issue_client_certificate(
+    ca: &CertifiedKey,
+    user: &str,
+    groups: &[&str],
+) -> Result<CertifiedKey, PkiError> {
+    issue(ca, user, groups, &[], false)
+}
+
 /// A new self-signed cluster CA.
 pub fn new_ca() -> Result<CertifiedKey, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;

@@ -174,11 +174,12 @@ pub async fn resolve(
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let mut sources = Sources::default();
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |env: &mut Vec<(String, String)>, name: String, value: String| {
-        match env.iter_mut().find(|(n, _)| *n == name) {
-            Some(entry) => entry.1 = value,
-            None => env.push((name, value)),
-        }
+    let set = |env: &mut Vec<(String, String)>, name: String, value: String| match env
+        .iter_mut()
+        .find(|(n, _)| *n == name)
+    {
+        Some(entry) => entry.1 = value,
+        None => env.push((name, value)),
     };
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -239,12 +240,14 @@ async fn env_value(
     let (found, optional, missing) = if let Some(key) = &from.config_map_key_ref {
         let data = sources.config_map(client, &namespace, &key.name).await?;
         let what = format!("couldn't find key {} in ConfigMap {namespace}/{}", key.key, key.name);
-        let missing = if data.is_none() { format!("configmap \"{}\" not found", key.name) } else { what };
+        let missing =
+            if data.is_none() { format!("configmap \"{}\" not found", key.name) } else { what };
         (data.and_then(|d| d.get(&key.key).cloned()), key.optional.unwrap_or(false), missing)
     } else if let Some(key) = &from.secret_key_ref {
         let data = sources.secret(client, &namespace, &key.name).await?;
         let what = format!("couldn't find key {} in Secret {namespace}/{}", key.key, key.name);
-        let missing = if data.is_none() { format!("secret \"{}\" not found", key.name) } else { what };
+        let missing =
+            if data.is_none() { format!("secret \"{}\" not found", key.name) } else { what };
         (data.and_then(|d| d.get(&key.key).cloned()), key.optional.unwrap_or(false), missing)
     } else {
         return Ok(None);

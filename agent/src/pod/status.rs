@@ -96,7 +96,9 @@ pub fn container_status(
     };
     let fallback = Waiting::new(default_waiting, None);
     let (state, last_state, running) = match &view.latest {
-        None => (waiting_state(view.waiting.as_ref().unwrap_or(&fallback)), ApiState::default(), false),
+        None => {
+            (waiting_state(view.waiting.as_ref().unwrap_or(&fallback)), ApiState::default(), false)
+        }
         Some(latest) => match &latest.state {
             ContainerState::Created => (
                 waiting_state(&Waiting::new("ContainerCreating", None)),
@@ -220,7 +222,6 @@ fn condition(
         message,
         last_transition_time: transition,
         last_probe_time: None,
-        observed_generation: None,
     }
 }
 
@@ -230,11 +231,8 @@ fn names(list: Vec<&str>) -> String {
 
 /// The pod's status.
 pub fn pod_status(view: &PodView) -> PodStatus {
-    let init: Vec<ApiContainerStatus> = view
-        .init
-        .iter()
-        .map(|c| container_status(c, view.runtime, "PodInitializing"))
-        .collect();
+    let init: Vec<ApiContainerStatus> =
+        view.init.iter().map(|c| container_status(c, view.runtime, "PodInitializing")).collect();
     let init_done = |s: &ApiContainerStatus| exit_code(&s.state) == Some(0);
     let initialized = init.iter().all(init_done);
     let default_waiting = if initialized { "ContainerCreating" } else { "PodInitializing" };
@@ -255,7 +253,10 @@ pub fn pod_status(view: &PodView) -> PodStatus {
     let (ready_reason, ready_message) = match () {
         _ if completed => (Some("PodCompleted"), None),
         _ if ready => (None, None),
-        _ => (Some("ContainersNotReady"), Some(format!("containers with unready status: {}", names(unready)))),
+        _ => (
+            Some("ContainersNotReady"),
+            Some(format!("containers with unready status: {}", names(unready))),
+        ),
     };
     let mut conditions = vec![
         condition(previous, "PodReadyToStartContainers", view.sandbox_ready, None, None, now),
@@ -263,7 +264,14 @@ pub fn pod_status(view: &PodView) -> PodStatus {
             condition(previous, "Initialized", true, None, None, now)
         } else {
             let message = format!("containers with incomplete status: {}", names(incomplete));
-            condition(previous, "Initialized", false, Some("ContainersNotInitialized"), Some(message), now)
+            condition(
+                previous,
+                "Initialized",
+                false,
+                Some("ContainersNotInitialized"),
+                Some(message),
+                now,
+            )
         },
         condition(previous, "Ready", ready, ready_reason, ready_message.clone(), now),
         condition(previous, "ContainersReady", ready, ready_reason, ready_message, now),
@@ -371,7 +379,8 @@ mod tests {
     #[test]
     fn phases_follow_the_kubelets_rules() {
         let check = |policy: &str, code: i32, expected: &str| {
-            let status = status_of(&[], &[view("c", Some(observed("c", 0, exited(code))), false)], policy);
+            let status =
+                status_of(&[], &[view("c", Some(observed("c", 0, exited(code))), false)], policy);
             assert_eq!(status.phase.as_deref(), Some(expected), "{policy} exit {code}");
         };
         check("Always", 0, "Running");

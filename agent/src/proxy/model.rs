@@ -40,9 +40,11 @@ pub fn routes(
         .collect();
     let mut routes = Routes::new();
     for service in services {
-        let (Some(namespace), Some(name), Some(spec)) =
-            (service.metadata.namespace.as_deref(), service.metadata.name.as_deref(), &service.spec)
-        else {
+        let (Some(namespace), Some(name), Some(spec)) = (
+            service.metadata.namespace.as_deref(),
+            service.metadata.name.as_deref(),
+            &service.spec,
+        ) else {
             continue;
         };
         let cluster_ip: Option<IpAddr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());

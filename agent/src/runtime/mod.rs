@@ -171,8 +171,7 @@ pub trait Runtime: Send + Sync {
     ) -> RuntimeFuture<'a, ContainerId>;
     fn start_container<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()>;
     /// SIGTERM, up to `grace`, then SIGKILL; returns once the exit is recorded.
-    fn stop_container<'a>(&'a self, id: &'a ContainerId, grace: Duration)
-        -> RuntimeFuture<'a, ()>;
+    fn stop_container<'a>(&'a self, id: &'a ContainerId, grace: Duration) -> RuntimeFuture<'a, ()>;
     /// Forgets a stopped container and deletes its log file.
     fn remove_container<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()>;
     /// Every container the runtime holds, or those of one pod.
@@ -180,8 +179,7 @@ pub trait Runtime: Send + Sync {
         &'a self,
         pod_uid: Option<&'a str>,
     ) -> RuntimeFuture<'a, Vec<ContainerStatus>>;
-    fn container_status<'a>(&'a self, id: &'a ContainerId)
-        -> RuntimeFuture<'a, ContainerStatus>;
+    fn container_status<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ContainerStatus>;
     /// Runs `command` in the container's context (probes), killed after `timeout`.
     fn exec_sync<'a>(
         &'a self,

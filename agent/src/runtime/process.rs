@@ -4,6 +4,10 @@
 //! refused with `ErrImageNeverPull` and a message pointing at the docker runtime. Pods share
 //! the node's network (pod IP = node IP): two pods listening on one port collide.
 //!
+//! A container is its main process and its process group: SIGTERM goes to the main process
+//! (as Docker's stop does), SIGKILL to the group, and when the main process exits its shim
+//! kills what is left of the group, as the end of a PID namespace would.
+//!
 //! State lives in files under `<root-dir>/containers/<id>/` (id = `<pod uid>_<name>_<attempt>`):
 //! `config.json` (the container as created), and the shim's `shim.json`, `pid.json` and
 //! `exit.json` (see [`super::shim`]). A container's liveness is its recorded pid with the same
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use k8s_openapi::jiff::Timestamp;
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 
 use super::shim::{self, ExitRecord, PidRecord, ShimSpec};
 use super::{
@@ -132,7 +136,9 @@ impl ProcessRuntime {
                     finished_at: Timestamp::now(),
                     exit_code: 137,
                     reason: "ContainerStatusUnknown".into(),
-                    message: Some("The container could not be located when the pod was checked".into()),
+                    message: Some(
+                        "The container could not be located when the pod was checked".into(),
+                    ),
                     signal: None,
                 },
                 None => ContainerState::Created,
@@ -211,8 +217,10 @@ impl ProcessRuntime {
             return Ok(());
         };
         let Some(group) = Pid::from_raw(record.pid) else { return Ok(()) };
+        // As a container runtime: SIGTERM to the container's main process only (its trap
+        // decides what its children get), SIGKILL to everything it started.
         if shim::is_alive(&record) {
-            let _ = kill_process_group(group, Signal::TERM);
+            let _ = kill_process(group, Signal::TERM);
         }
         if self.wait_for_exit(id, grace).await {
             return Ok(());
@@ -341,7 +349,8 @@ impl Runtime for ProcessRuntime {
                 cgroup: cgroup.clone(),
             };
             shim::write_json(&dir.join(shim::SPEC_FILE), &spec).map_err(io_error("create"))?;
-            let record = Record { config: config.clone(), argv, created_at: Timestamp::now(), cgroup };
+            let record =
+                Record { config: config.clone(), argv, created_at: Timestamp::now(), cgroup };
             shim::write_json(&dir.join(CONFIG_FILE), &record).map_err(io_error("create"))?;
             Ok(id)
         }
@@ -352,11 +361,7 @@ impl Runtime for ProcessRuntime {
         self.start(id).boxed()
     }
 
-    fn stop_container<'a>(
-        &'a self,
-        id: &'a ContainerId,
-        grace: Duration,
-    ) -> RuntimeFuture<'a, ()> {
+    fn stop_container<'a>(&'a self, id: &'a ContainerId, grace: Duration) -> RuntimeFuture<'a, ()> {
         self.stop(id, grace).boxed()
     }
 
@@ -403,10 +408,7 @@ impl Runtime for ProcessRuntime {
         .boxed()
     }
 
-    fn container_status<'a>(
-        &'a self,
-        id: &'a ContainerId,
-    ) -> RuntimeFuture<'a, ContainerStatus> {
+    fn container_status<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ContainerStatus> {
         async move { self.status_now(id) }.boxed()
     }
 
@@ -432,7 +434,10 @@ mod tests {
     fn images_name_the_host_or_an_executable_and_nothing_else() {
         let cmd = strings(&["/bin/sh", "-c"]);
         let args = strings(&["echo hi"]);
-        assert_eq!(resolve_argv("host", &cmd, &args).unwrap(), strings(&["/bin/sh", "-c", "echo hi"]));
+        assert_eq!(
+            resolve_argv("host", &cmd, &args).unwrap(),
+            strings(&["/bin/sh", "-c", "echo hi"])
+        );
         assert_eq!(
             resolve_argv("/bin/echo", &[], &args).unwrap(),
             strings(&["/bin/echo", "echo hi"])

@@ -103,8 +103,9 @@ impl LogWriter {
     }
 
     fn write_record(&mut self, stream: &str, partial: bool, text: &[u8]) {
-        let mut line = format!("{} {stream} {} ", Timestamp::now(), if partial { 'P' } else { 'F' })
-            .into_bytes();
+        let mut line =
+            format!("{} {stream} {} ", Timestamp::now(), if partial { 'P' } else { 'F' })
+                .into_bytes();
         line.extend_from_slice(text);
         line.push(b'\n');
         if self.bytes + line.len() as u64 > LOG_FILE_BYTES_MAX {
@@ -212,8 +213,7 @@ fn supervise(dir: &Path) -> ExitRecord {
         // Best effort: a fork in the first instant escapes the limits.
         let _ = std::fs::write(cgroup.join("cgroup.procs"), pid.to_string());
     }
-    let record =
-        PidRecord { pid, start_ticks: process_start_ticks(pid).unwrap_or(0), started_at };
+    let record = PidRecord { pid, start_ticks: process_start_ticks(pid).unwrap_or(0), started_at };
     let _ = write_json(&dir.join(PID_FILE), &record);
     let (done_sender, done) = std::sync::mpsc::channel::<()>();
     let mut copiers = 0;
@@ -234,8 +234,12 @@ fn supervise(dir: &Path) -> ExitRecord {
         });
     }
     let status = child.wait();
-    // Output written just before the exit is copied before the exit is recorded; a process
-    // the container left behind that holds its pipes open does not delay the record long.
+    // A container ends with its main process, as in a PID namespace: what it left behind in
+    // its process group goes too (and releases the pipes).
+    if let Some(group) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    // Output written just before the exit is copied before the exit is recorded.
     for _ in 0..copiers {
         if done.recv_timeout(Duration::from_millis(500)).is_err() {
             break;

@@ -118,6 +118,8 @@ fn defaults() -> Vec<(String, Value)> {
                 // Not secrets or configmaps: without a node authorizer that limits a node to what
                 // its own pods use, reading them cluster-wide would expose them all.
                 rule(&[""], &["pods", "services", "endpoints"], READ),
+                // Finishing graceful deletions (NodeRestriction: only its own pods).
+                rule(&[""], &["pods"], &["delete"]),
                 rule(&[""], &["events"], &["create", "patch", "update"]),
                 rule(&["coordination.k8s.io"], &["leases"], &["create", "get", "update", "patch"]),
             ],

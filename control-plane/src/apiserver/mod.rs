@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod pods;
 pub mod protobuf;
 pub mod selectors;
 pub mod server;

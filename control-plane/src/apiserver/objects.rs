@@ -177,8 +177,9 @@ async fn serve_inner(
             let object = get_object(server, target, name).await?.0;
             Ok(json_response(StatusCode::OK, &scale_of(target.resource, &object)))
         }
-        ("GET", Some(_), Some("log")) => {
-            Err(ApiError::not_implemented("pods/log (it needs the node agent)"))
+        ("GET", Some(name), Some("log")) => {
+            let pod = get_object(server, target, name).await?.0;
+            super::pods::log(server, &pod, &pairs).await
         }
         ("GET", None, None) => {
             if matches!(query_value(&pairs, "watch"), Some("true" | "1")) {
@@ -227,6 +228,11 @@ async fn serve_inner(
             } else {
                 decode_body(&headers, &body)?
             };
+            if target.resource.kind == "Pod" && user.is_in("system:nodes") {
+                // NodeRestriction: a node deletes only pods bound to it.
+                let current = get_object(server, target, name).await?.0;
+                super::admission::restrict_node(user, target.resource, &current)?;
+            }
             delete(server, target, name, &options, &pairs).await
         }
         ("DELETE", None, None) => delete_collection(server, target, &pairs).await,
@@ -238,7 +244,7 @@ fn include_object(pairs: &[(String, String)]) -> Result<table::IncludeObject, Ap
     table::IncludeObject::parse(query_value(pairs, "includeObject")).map_err(ApiError::bad_request)
 }
 
-fn now_seconds() -> i64 {
+pub(crate) fn now_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -923,7 +929,10 @@ async fn update(
         // Finalizers all removed from an object being deleted: the delete completes.
         // (A namespace also waits for its contents: `spec.finalizers`.)
         let empty = |list: &Value| list.as_array().is_none_or(Vec::is_empty);
+        // A graceful deletion still running (a pod's grace period) is finished by its own
+        // delete, not by an update (Kubernetes' shouldDeleteDuringUpdate).
         let finished = desired["metadata"]["deletionTimestamp"].is_string()
+            && desired["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0
             && empty(&desired["metadata"]["finalizers"])
             && (resource.kind != "Namespace" || empty(&desired["spec"]["finalizers"]));
         let swap = if allocates {
@@ -1173,6 +1182,23 @@ async fn delete_once(
     }
     if dry_run(pairs) {
         return Ok(json_response(StatusCode::OK, &current));
+    }
+    // Pods bound to a node terminate gracefully: their agent stops them, then deletes them.
+    if resource.kind == "Pod" {
+        let by_query = query_value(pairs, "gracePeriodSeconds");
+        let key = key(target, name);
+        let graceful = super::pods::delete_gracefully(
+            server,
+            &key,
+            &current,
+            mod_revision,
+            options,
+            by_query,
+            &finalizers,
+        );
+        if let Some(response) = graceful.await? {
+            return Ok(response);
+        }
     }
     if finalizers.is_empty() {
         let swap = if resource.kind == "Service" {

@@ -153,6 +153,8 @@ pub struct ApiServer {
     pub stopping: watch::Receiver<bool>,
     /// Where Services' ClusterIPs and NodePorts come from.
     pub service_ranges: super::allocator::ServiceRanges,
+    /// How `pods/log` reaches node agents.
+    pub kubelet_client: super::pods::KubeletClient,
 }
 
 impl ApiServer {
@@ -294,6 +296,9 @@ pub async fn start(
         caches.insert(resource.plural, cache);
     }
     let signer = super::tokens::TokenSigner::load_or_create(&config.data_dir.join("pki"))?;
+    let kubelet_identity = pki.client_certificate(super::pods::KUBELET_CLIENT_USER, &[])?;
+    let kubelet_client =
+        super::pods::KubeletClient::new(&kubelet_identity).map_err(ApiStartError::Tls)?;
     let (stop, stopped) = watch::channel(false);
     let server = Arc::new(ApiServer {
         backend,
@@ -305,6 +310,7 @@ pub async fn start(
         ready: std::sync::atomic::AtomicBool::new(false),
         stopping: stopped.clone(),
         service_ranges: config.service_ranges,
+        kubelet_client,
     });
     tasks.push(tokio::spawn(become_ready(server.clone())));
     tasks.push(tokio::spawn(super::allocator::repair_loop(server.clone())));

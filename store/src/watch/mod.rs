@@ -119,8 +119,11 @@ impl WatchHub {
     pub fn request_progress(&self, id: WatcherId) -> bool {
         let state = self.lock();
         let Some(watcher) = state.synced.get(&id) else { return false };
-        let message =
-            Notification::Events { watcher: id, events: Vec::new(), revision: state.current_revision };
+        let message = Notification::Events {
+            watcher: id,
+            events: Vec::new(),
+            revision: state.current_revision,
+        };
         watcher.sender.try_send(message).is_ok()
     }
 

@@ -1,0 +1,406 @@
+//! Real node agents (`skiff agent`, process runtime) on a real `skiff master`, driven with
+//! kubectl: pods run and report Kubernetes' status, logs stream through the API server,
+//! crashing containers back off, probes restart and ready containers, deletion is graceful,
+//! a restarted agent adopts its containers, and a dead node's pods move to another node.
+//! Addresses: 127.0.94.1 (master), .2 and .3 (agents).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::master::Master;
+use serde_json::Value;
+
+const MASTER_IP: &str = "127.0.94.1";
+
+/// A `skiff agent` process; dropping it kills the agent and every container it started.
+struct Agent {
+    child: Option<Child>,
+    name: String,
+    ip: String,
+    root: PathBuf,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(master: &Master, name: &str, ip: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("node.kubeconfig");
+        let data = master.kubeconfig.parent().expect("data dir");
+        let status = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("kubeconfig")
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--user", &format!("system:node:{name}"), "--group", "system:nodes", "-o"])
+            .arg(&kubeconfig)
+            .status()
+            .expect("skiff kubeconfig");
+        assert!(status.success());
+        let mut agent = Agent {
+            child: None,
+            name: name.into(),
+            ip: ip.into(),
+            root: dir.path().join("root"),
+            kubeconfig,
+            _dir: dir,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.with_extension("log"))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--node-name", &self.name, "--node-ip", &self.ip, "--address", &self.ip])
+            .args(["--node-lease-duration-seconds", "8"])
+            .arg("--root-dir")
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff agent");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the containers keep running, as after a crash.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The recorded pid of a running container, by pod uid and container name.
+    fn container_pid(&self, uid: &str, container: &str) -> Option<i32> {
+        let dir = self.root.join("containers");
+        let mut found: Vec<(u32, i32)> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let attempt = name.strip_prefix(&format!("{uid}_{container}_"))?.parse().ok()?;
+                let record: agent::runtime::shim::PidRecord =
+                    agent::runtime::shim::read_json(&entry.path().join("pid.json"))?;
+                Some((attempt, record.pid))
+            })
+            .collect();
+        found.sort();
+        found.last().map(|(_, pid)| *pid)
+    }
+}
+
+fn kill_group(record: &Path, group: bool) {
+    let Some(record) = agent::runtime::shim::read_json::<agent::runtime::shim::PidRecord>(record)
+    else {
+        return;
+    };
+    if agent::runtime::shim::is_alive(&record) {
+        let target = if group { format!("-{}", record.pid) } else { record.pid.to_string() };
+        let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        for entry in std::fs::read_dir(self.root.join("containers")).into_iter().flatten().flatten()
+        {
+            kill_group(&entry.path().join("pid.json"), true);
+            kill_group(&entry.path().join("shim-pid.json"), false);
+        }
+    }
+}
+
+fn kubectl(master: &Master, args: &[&str]) -> (bool, String, String) {
+    master.run(master.command("kubectl", args), "")
+}
+
+fn apply(master: &Master, manifest: &str) {
+    let (ok, out, err) = master.run(master.command("kubectl", &["apply", "-f", "-"]), manifest);
+    assert!(ok, "apply failed: {out}\n{err}");
+}
+
+fn pod(master: &Master, name: &str) -> Option<Value> {
+    let (ok, out, _) = kubectl(master, &["get", "pod", name, "-o", "json"]);
+    ok.then(|| serde_json::from_str(&out).expect("pod JSON"))
+}
+
+fn eventually<T>(
+    what: &str,
+    seconds: u64,
+    logs: &dyn Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}\n{}", logs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn condition(pod: &Value, kind: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn pods_manifest(ip: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hello}}
+spec:
+  containers:
+  - name: main
+    image: host
+    command: ["/bin/sh", "-c", "echo hi; sleep 1000"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: graceful}}
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: main
+    image: host
+    command: ["/bin/sh", "-c"]
+    args:
+    - >-
+      trap 'echo got TERM in $(POD_NAME); exit 0' TERM; echo started;
+      while true; do sleep 0.2; done
+    env:
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: crash}}
+spec:
+  restartPolicy: Always
+  containers:
+  - name: main
+    image: /bin/sh
+    args: ["-c", "echo crashing; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: liveness}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: host
+    command: ["/bin/sh", "-c", "sleep 1000"]
+    livenessProbe:
+      exec: {{command: ["/bin/sh", "-c", "exit 1"]}}
+      initialDelaySeconds: 1
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  containers:
+  - name: web
+    image: host
+    command: ["python3", "-m", "http.server", "18080", "--bind", "{ip}"]
+    ports: [{{name: http, containerPort: 18080}}]
+    readinessProbe:
+      httpGet: {{path: /, port: http}}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: refused}}
+spec:
+  containers:
+  - name: main
+    image: nginx:1.27
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: app}}}}
+  template:
+    metadata: {{labels: {{app: app}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: host
+        command: ["/bin/sh", "-c", "echo replica; sleep 1000"]
+"#
+    )
+}
+
+fn container_status(pod: &Value) -> Value {
+    pod["status"]["containerStatuses"][0].clone()
+}
+
+#[test]
+fn agents_run_probe_log_terminate_adopt_and_evict_pods() {
+    let started = Instant::now();
+    let master = Master::start(
+        MASTER_IP,
+        &["--node-monitor-grace-period", "6s", "--default-not-ready-toleration-seconds", "2"],
+    );
+    let mut first = Agent::start(&master, "n1", "127.0.94.2");
+    let first_log = first.root.with_extension("log");
+    let logs = || {
+        let agent = std::fs::read_to_string(&first_log).unwrap_or_default();
+        format!("--- agent n1 ---\n{agent}\n--- master ---\n{}", master.log())
+    };
+    eventually("node n1 Ready", 30, &logs, || {
+        let (ok, out, _) = kubectl(&master, &["get", "node", "n1", "-o", "json"]);
+        let node: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
+        let ready = node["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (ready && node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250)
+            .then_some(())
+    });
+    apply(&master, &pods_manifest("127.0.94.2"));
+
+    // A running pod reports what a kubelet reports.
+    let hello = eventually("hello Running and Ready", 30, &logs, || {
+        pod(&master, "hello").filter(|p| condition(p, "Ready") == "True")
+    });
+    assert_eq!(hello["status"]["phase"], "Running");
+    assert_eq!(hello["status"]["podIP"], "127.0.94.2");
+    assert_eq!(hello["status"]["hostIP"], "127.0.94.2");
+    assert!(hello["status"]["startTime"].is_string());
+    let main = container_status(&hello);
+    assert_eq!((main["ready"].as_bool(), main["started"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(main["restartCount"], 0);
+    assert!(main["state"]["running"]["startedAt"].is_string(), "{main}");
+    assert!(main["containerID"].as_str().unwrap().starts_with("process://"));
+    for kind in ["PodScheduled", "Initialized", "ContainersReady", "PodReadyToStartContainers"] {
+        assert_eq!(condition(&hello, kind), "True", "{kind}");
+    }
+
+    // Logs through the API server: plain, and followed.
+    let (ok, out, err) = kubectl(&master, &["logs", "hello"]);
+    assert!(ok, "kubectl logs: {err}\n{}", logs());
+    assert_eq!(out, "hi\n");
+    let mut follow =
+        master.command("kubectl", &["logs", "-f", "graceful"]).spawn().expect("kubectl logs -f");
+    let mut followed = BufReader::new(follow.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    followed.read_line(&mut line).expect("first line");
+    assert_eq!(line, "started\n");
+
+    // Graceful deletion: SIGTERM reaches the container (its trap runs, seen in the followed
+    // log), the agent deletes the pod once the container is gone, well within the grace.
+    let deleting = Instant::now();
+    let (ok, _, err) = kubectl(&master, &["delete", "pod", "graceful", "--wait=true"]);
+    assert!(ok, "delete: {err}");
+    assert!(deleting.elapsed() < Duration::from_secs(15), "{:?}", deleting.elapsed());
+    line.clear();
+    followed.read_line(&mut line).expect("TERM line");
+    assert_eq!(line, "got TERM in graceful\n");
+    let _ = follow.wait();
+
+    // A crashing container restarts under the back-off: CrashLoopBackOff, growing restarts.
+    let crash = eventually("crash loops", 40, &logs, || {
+        pod(&master, "crash").filter(|p| {
+            let status = container_status(p);
+            status["restartCount"].as_i64() >= Some(2)
+                && status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        })
+    });
+    let status = container_status(&crash);
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Error");
+    assert!(status["state"]["waiting"]["message"].as_str().unwrap().starts_with("back-off "));
+    assert_eq!(crash["status"]["phase"], "Running");
+    let (ok, out, err) = kubectl(&master, &["logs", "crash", "--previous"]);
+    assert!(ok, "logs --previous: {err}");
+    assert_eq!(out, "crashing\n");
+
+    // A failing liveness probe restarts its container.
+    eventually("liveness restarts", 30, &logs, || {
+        pod(&master, "liveness").filter(|p| {
+            let status = container_status(p);
+            status["restartCount"].as_i64() >= Some(1)
+                && status["lastState"]["terminated"]["exitCode"].as_i64().is_some()
+        })
+    });
+
+    // An httpGet readiness probe on a named port makes the pod Ready.
+    eventually("web Ready", 30, &logs, || {
+        pod(&master, "web").filter(|p| condition(p, "Ready") == "True")
+    });
+
+    // An image the process runtime cannot run is refused with a reason.
+    let refused = pod(&master, "refused").expect("refused pod");
+    let waiting = &container_status(&refused)["state"]["waiting"];
+    assert_eq!(waiting["reason"], "ErrImageNeverPull", "{refused}");
+    assert!(waiting["message"].as_str().unwrap().contains("--runtime docker"));
+
+    // A Deployment's pods run.
+    eventually("app's replicas ready", 30, &logs, || {
+        let (ok, out, _) = kubectl(&master, &["get", "deployment", "app", "-o", "json"]);
+        let deployment: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
+        (deployment["status"]["readyReplicas"] == 2).then_some(())
+    });
+
+    // A restarted agent adopts its containers: same processes, same restart counts.
+    let uid = hello["metadata"]["uid"].as_str().unwrap().to_string();
+    let pid = first.container_pid(&uid, "main").expect("hello's pid");
+    first.kill();
+    first.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let again = eventually("hello still Ready", 20, &logs, || {
+        pod(&master, "hello").filter(|p| condition(p, "Ready") == "True")
+    });
+    assert_eq!(first.container_pid(&uid, "main"), Some(pid), "the same container");
+    let main_again = container_status(&again);
+    assert_eq!(main_again["restartCount"], 0);
+    assert_eq!(main_again["containerID"], main["containerID"]);
+    assert_eq!(main_again["state"]["running"]["startedAt"], main["state"]["running"]["startedAt"]);
+
+    // A dead node's pods are evicted and the Deployment's replicas run on another node.
+    let second = Agent::start(&master, "n2", "127.0.94.3");
+    first.kill();
+    eventually("app's replicas moved to n2", 60, &logs, || {
+        let (ok, out, _) = kubectl(&master, &["get", "pods", "-l", "app=app", "-o", "json"]);
+        let list: Value = if ok { serde_json::from_str(&out).ok()? } else { return None };
+        let moved = list["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| {
+                p["spec"]["nodeName"] == "n2"
+                    && p["metadata"]["deletionTimestamp"].is_null()
+                    && condition(p, "Ready") == "True"
+            })
+            .count();
+        (moved == 2).then_some(())
+    });
+    let (_, out, _) = kubectl(&master, &["get", "node", "n1", "-o", "jsonpath={.spec.taints}"]);
+    assert!(out.contains("node.kubernetes.io/unreachable"), "{out}");
+    drop(second);
+    eprintln!("agent test took {:?}", started.elapsed());
+}
