@@ -26,6 +26,9 @@ enum Command {
     /// Run a control-plane node: an embedded store member, the Kubernetes API server, and the
     /// leader-elected scheduler and controller manager.
     Master(MasterFlags),
+    /// Run a whole cluster in one process: a store member, the API server, the scheduler, the
+    /// controllers and a node agent, data in ./skiff-data.
+    Up(UpFlags),
     /// Run fake nodes for scale tests: they register, renew their Leases and report the pods
     /// bound to them Running, without running anything.
     HollowNodes(HollowFlags),
@@ -221,7 +224,53 @@ async fn run_store(flags: StoreFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A running master: its embedded member (unless external), API server and components.
+struct RunningMaster {
+    embedded: Option<store::RunningStore>,
+    api: control_plane::apiserver::server::RunningApiServer,
+    components: control_plane::master::Components,
+}
+
+impl RunningMaster {
+    /// Waits for ctrl-c, SIGTERM or the member's removal from the store cluster (an error, as
+    /// etcd exits when removed), then stops everything in order.
+    async fn run_until_signal(
+        self,
+        also_stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let removed = async {
+            match &self.embedded {
+                Some(running) => running.removed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = terminate.recv() => Ok(()),
+            reason = removed => Err(reason),
+        };
+        match &outcome {
+            Ok(()) => tracing::info!("shutting down"),
+            Err(reason) => tracing::error!(%reason, "shutting down"),
+        }
+        also_stop.await;
+        self.components.shutdown().await;
+        self.api.shutdown().await;
+        if let Some(running) = self.embedded {
+            running.shutdown().await;
+        }
+        outcome?;
+        Ok(())
+    }
+}
+
 async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
+    start_master(flags).await?.run_until_signal(async {}).await
+}
+
+async fn start_master(flags: MasterFlags) -> anyhow::Result<RunningMaster> {
     let data_dir = flags.store.data_dir.clone();
     let name = flags.store.name.clone();
     let (backend, embedded) = if flags.store_endpoints.is_empty() {
@@ -269,30 +318,92 @@ async fn run_master(flags: MasterFlags) -> anyhow::Result<()> {
     .await?;
     let kubeconfig = api.admin_kubeconfig.display().to_string();
     tracing::info!(address = %api.address, %kubeconfig, "master ready");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    // A master whose embedded member was removed from the store cluster stops, as etcd does.
-    let removed = async {
-        match &embedded {
-            Some(running) => running.removed().await,
-            None => std::future::pending().await,
-        }
-    };
-    let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = terminate.recv() => Ok(()),
-        reason = removed => Err(reason),
-    };
-    match &outcome {
-        Ok(()) => tracing::info!("shutting down"),
-        Err(reason) => tracing::error!(%reason, "shutting down"),
-    }
-    components.shutdown().await;
-    api.shutdown().await;
-    if let Some(running) = embedded {
-        running.shutdown().await;
-    }
-    outcome?;
-    Ok(())
+    Ok(RunningMaster { embedded, api, components })
+}
+
+/// `skiff up`: a whole cluster in one process.
+#[derive(Args)]
+struct UpFlags {
+    /// Where the store, the CA, `admin.kubeconfig` and the agent's containers live.
+    #[arg(long, default_value = "skiff-data")]
+    data_dir: PathBuf,
+    /// The address everything listens on: the store (2379, peers 2380), the API server
+    /// (6443), the agent (10250); it is also the node's IP.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: std::net::IpAddr,
+    /// The node's name (default: this host's name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where Services get their ClusterIPs. The default is loopback, so the agent's userspace
+    /// proxy can serve them without root.
+    #[arg(long, default_value = "127.96.0.0/16")]
+    service_cluster_ip_range: String,
+}
+
+/// The master flags `skiff up` runs with, parsed as if typed (so defaults stay in one place).
+#[derive(Parser)]
+struct MasterOnly {
+    #[command(flatten)]
+    master: MasterFlags,
+}
+
+async fn run_up(flags: UpFlags) -> anyhow::Result<()> {
+    let ip = flags.address.to_string();
+    let url = |port: u16| format!("http://{ip}:{port}");
+    let data_dir = flags.data_dir.display().to_string();
+    let args = [
+        "skiff".to_string(),
+        "--name".into(),
+        "skiff".into(),
+        "--data-dir".into(),
+        data_dir.clone(),
+        "--listen-client-urls".into(),
+        url(2379),
+        "--advertise-client-urls".into(),
+        url(2379),
+        "--listen-peer-urls".into(),
+        url(2380),
+        "--initial-advertise-peer-urls".into(),
+        url(2380),
+        "--initial-cluster".into(),
+        format!("skiff={}", url(2380)),
+        "--bind-address".into(),
+        ip.clone(),
+        "--service-cluster-ip-range".into(),
+        flags.service_cluster_ip_range.clone(),
+        "--leader-elect=false".into(),
+    ];
+    let master = MasterOnly::try_parse_from(args)?.master;
+    let running = start_master(master).await?;
+    let node_name = flags.node_name.clone().unwrap_or_else(crate::node_agent::hostname);
+    let text =
+        running.api.component_kubeconfig(&format!("system:node:{node_name}"), &["system:nodes"])?;
+    let client = control_plane::client::from_kubeconfig_text(&text).await?;
+    let mut config = agent::AgentConfig::new(&node_name, &ip);
+    config.root_dir = flags.data_dir.join("agent");
+    config.listen = std::net::SocketAddr::new(flags.address, 10250);
+    config.client_ca_pem = Some(running.api.ca_pem().to_string());
+    let registry = running.api.server.metrics.registry().clone();
+    let (stop_agent, agent_stopped) = tokio::sync::watch::channel(false);
+    let agent =
+        tokio::spawn(async move { agent::run(client, config, &registry, agent_stopped).await });
+    let kubeconfig = running.api.admin_kubeconfig.display().to_string();
+    eprintln!(
+        "\nskiff is up: store on {ip}:2379, API server on https://{ip}:6443, node {node_name}.\n\
+         Try:\n  export KUBECONFIG={kubeconfig}\n  kubectl get nodes\n  \
+         kubectl apply -f examples/web.yaml\n  kubectl get pods,services -o wide\n\
+         ctrl-c stops skiff; running pods' processes stay and are adopted by the next `skiff up`.\n"
+    );
+    running
+        .run_until_signal(async move {
+            let _ = stop_agent.send(true);
+            match agent.await {
+                Ok(Err(error)) => tracing::error!(%error, "agent failed"),
+                Err(error) => tracing::error!(%error, "agent task failed"),
+                Ok(Ok(())) => {}
+            }
+        })
+        .await
 }
 
 async fn run_hollow_nodes(flags: HollowFlags) -> anyhow::Result<()> {
@@ -333,6 +444,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Store(flags) => run_store(flags).await,
             Command::Master(flags) => run_master(flags).await,
+            Command::Up(flags) => run_up(flags).await,
             Command::HollowNodes(flags) => run_hollow_nodes(flags).await,
             Command::Agent(flags) => crate::node_agent::run_agent(flags).await,
             Command::Kubeconfig(flags) => crate::node_agent::write_kubeconfig(flags),

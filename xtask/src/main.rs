@@ -1,8 +1,8 @@
 //! `cargo xtask`: the project's automation (set-up, run, test, tidy), in Rust.
 //!
-//! `cargo xtask up` installs missing system packages, builds in release and starts a
-//! single-member master (a store member and the API server); `cargo xtask test` installs
-//! what the tests need and runs every test.
+//! `cargo xtask up` installs missing system packages, builds in release and runs `skiff up`
+//! (a store member, the API server, scheduler, controllers and a node agent in one process);
+//! `cargo xtask test` installs what the tests need and runs every test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,8 +31,9 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 up            install build packages, build in release, start a master: store \
-                 on 127.0.0.1:2379, API server on 127.0.0.1:6443 (data in ./skiff-data)\n  \
+                 up            install build packages, build in release, run `skiff up`: store \
+                 on 127.0.0.1:2379, API server on 127.0.0.1:6443, a node agent (data in \
+                 ./skiff-data)\n  \
                  test [args]   install test packages, run every test (args go to cargo test)\n  \
                  tidy          formatting and lint checks\n  \
                  bench-control-plane [--nodes N --pods N ...]\n                \
@@ -114,22 +115,10 @@ fn up(root: &Path, args: &[String]) -> Result<()> {
     let skiff = target.join("release").join("skiff");
     let data_dir = std::env::current_dir()?.join("skiff-data");
     eprintln!(
-        "xtask: starting a master (store on 127.0.0.1:2379, API server on https://127.0.0.1:6443), \
-         data in {data_dir:?}"
+        "xtask: starting Skiff in one process (store on 127.0.0.1:2379, API server on \
+         https://127.0.0.1:6443, a node agent), data in {data_dir:?}; ctrl-c stops it"
     );
-    eprintln!(
-        "xtask: try `etcdctl --endpoints 127.0.0.1:2379 member list` or \
-         `KUBECONFIG={}/admin.kubeconfig kubectl get namespaces` (ctrl-c stops)",
-        data_dir.display()
-    );
-    run(Command::new(skiff)
-        .args(["master", "--name", "default", "--data-dir"])
-        .arg(&data_dir)
-        .args(["--listen-client-urls", "http://127.0.0.1:2379"])
-        .args(["--advertise-client-urls", "http://127.0.0.1:2379"])
-        .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-        .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
-        .args(args))
+    run(Command::new(skiff).arg("up").arg("--data-dir").arg(&data_dir).args(args))
 }
 
 /// Python packages the compatibility tests drive (the official Kubernetes client), pinned.

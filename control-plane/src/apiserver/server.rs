@@ -186,6 +186,11 @@ pub struct RunningApiServer {
 }
 
 impl RunningApiServer {
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca.cert_pem
+    }
+
     /// A kubeconfig for one of the master's own components (`user` in `groups`), with a
     /// fresh client certificate from the cluster CA; it lives only in memory.
     pub fn component_kubeconfig(
