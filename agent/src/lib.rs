@@ -1,6 +1,7 @@
 //! Node agent (Skiff's kubelet): registers its Node and renews its Lease, runs the pods bound to
 //! it through a container [`runtime`], probes them, reports their status, and serves their
-//! logs over HTTPS for the API server's `pods/log`.
+//! logs over HTTPS for the API server's `pods/log`. Pods get the node's address or loopback
+//! addresses of their own ([`network`]); the service [`proxy`] runs beside them.
 //!
 //! Entry point: [`run`], with a `kube::Client` the caller builds (the agent authenticates as
 //! `system:node:<name>` in group `system:nodes`, so the API server's NodeRestriction limits it
@@ -11,22 +12,27 @@ pub mod host;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod services;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use control_plane::apiserver::allocator::ServiceIpRange;
 use tokio::sync::watch;
 
+use crate::network::{PodAddressing, PodCidr, PodIpam, PodNetwork};
+use crate::proxy::{ProxyConfig, ProxyMode};
 use crate::runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::runtime::{ContainerState, Runtime, RuntimeKind};
 pub use crate::server::ServingCertificate;
@@ -56,11 +62,19 @@ pub struct AgentConfig {
     pub shim_command: Vec<OsString>,
     /// The node Lease's duration (renewed every quarter of it).
     pub node_lease_duration_seconds: i32,
+    /// How pods are addressed (`--pod-network`, `--pod-cidr`).
+    pub pod_network: PodNetwork,
+    /// The service proxy's mode (`--proxy-mode`); `None` runs no proxy.
+    pub proxy_mode: Option<ProxyMode>,
+    /// The cluster's service range (`--service-cluster-ip-range`, the API server's): the proxy
+    /// routes ClusterIPs inside it only.
+    pub service_cluster_ip_range: Option<ServiceIpRange>,
 }
 
 impl AgentConfig {
     /// Defaults for node `node_name` at `node_ip`: state under `./skiff-agent`, the process
-    /// runtime with this executable as the shim (`<current exe> container-shim`), port 10250.
+    /// runtime with this executable as the shim (`<current exe> container-shim`), port 10250,
+    /// host pod networking, the userspace proxy for the default service range 10.96.0.0/12.
     pub fn new(node_name: &str, node_ip: &str) -> AgentConfig {
         let exe = std::env::current_exe().map(OsString::from).unwrap_or_else(|_| "skiff".into());
         AgentConfig {
@@ -74,6 +88,9 @@ impl AgentConfig {
             serving_certificate: None,
             shim_command: vec![exe, "container-shim".into()],
             node_lease_duration_seconds: limits::NODE_LEASE_DURATION_SECONDS_DEFAULT,
+            pod_network: PodNetwork::Host,
+            proxy_mode: Some(ProxyMode::Userspace),
+            service_cluster_ip_range: Some(ServiceIpRange::default()),
         }
     }
 }
@@ -91,6 +108,8 @@ pub enum AgentError {
     Listen { address: SocketAddr, reason: String },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("pod network: {0}")]
+    Network(#[from] network::NetworkError),
 }
 
 fn check(config: &AgentConfig) -> Result<(), AgentError> {
@@ -99,6 +118,13 @@ fn check(config: &AgentConfig) -> Result<(), AgentError> {
     }
     if config.node_ip.parse::<std::net::IpAddr>().is_err() {
         return Err(AgentError::Config(format!("--node-ip {:?} is not an IP", config.node_ip)));
+    }
+    if let PodNetwork::Loopback { cidr } = config.pod_network {
+        if !cidr.is_loopback() {
+            return Err(AgentError::Config(format!(
+                "--pod-cidr {cidr} is not inside 127.0.0.0/8, which the loopback pod network needs"
+            )));
+        }
     }
     if config.node_lease_duration_seconds < 1 {
         return Err(AgentError::Config("the node lease duration must be at least 1 s".into()));
@@ -122,8 +148,15 @@ pub async fn run(
             root_dir: config.root_dir.clone(),
             shim_command: config.shim_command.clone(),
         })?),
-        RuntimeKind::Docker => return Err(AgentError::RuntimeNotImplemented("docker")),
+        RuntimeKind::Docker => Arc::new(
+            runtime::docker::DockerRuntime::connect(runtime::docker::DockerRuntimeConfig::new(
+                &config.node_name,
+            ))
+            .await?,
+        ),
     };
+    let network = pod_addressing(&client, &config).await?;
+    let (services, services_task) = services::start(client.clone(), stop.clone());
     let metrics = metrics::Metrics::new(registry);
     let recorder = Arc::new(control_plane::events::Recorder::new(
         client.clone(),
@@ -139,6 +172,8 @@ pub async fn run(
         runtime.clone(),
         metrics.clone(),
         recorder,
+        network,
+        services,
     ));
     let server_config = server::ServerConfig {
         listen: config.listen,
@@ -158,14 +193,67 @@ pub async fn run(
         lease_duration_seconds: config.node_lease_duration_seconds,
     };
     tracing::info!(node = %config.node_name, runtime = runtime.name(), "agent starting");
+    let proxy = config.proxy_mode.map(|mode| {
+        let proxy_config = ProxyConfig {
+            mode,
+            node_addresses: config.node_ip.parse::<IpAddr>().into_iter().collect(),
+            cluster_ip_range: config.service_cluster_ip_range,
+            ..ProxyConfig::default()
+        };
+        let (client, registry, stop) = (client.clone(), registry.clone(), stop.clone());
+        tokio::spawn(async move { proxy::run(client, proxy_config, &registry, stop).await })
+    });
     let node = tokio::spawn(node::run(client, identity, stop.clone()));
     let pods = tokio::spawn(pod::run(context.clone(), stop.clone()));
     let gauges = tokio::spawn(update_gauges(context, stop.clone()));
-    let _ = tokio::join!(node, pods, gauges);
+    let proxy = async move {
+        if let Some(proxy) = proxy {
+            let _ = proxy.await;
+        }
+    };
+    let _ = tokio::join!(node, pods, gauges, services_task, proxy);
     server.abort();
     let _ = server.await;
     tracing::info!(node = %config.node_name, "agent stopped; containers keep running");
     Ok(())
+}
+
+/// The pod network as it runs. Loopback: the Node's `spec.podCIDR` when it is a loopback
+/// range (read once at start; a Node not yet registered has none), else the configured range.
+async fn pod_addressing(
+    client: &kube::Client,
+    config: &AgentConfig,
+) -> Result<PodAddressing, AgentError> {
+    let PodNetwork::Loopback { cidr: configured } = config.pod_network else {
+        tracing::info!(
+            node_ip = %config.node_ip,
+            "host pod network: pods use the node's address; two pods on one port collide"
+        );
+        return Ok(PodAddressing::Host);
+    };
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let assigned = match nodes.get_opt(&config.node_name).await {
+        Ok(node) => node.and_then(|n| n.spec?.pod_cidr),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the Node's podCIDR; using --pod-cidr");
+            None
+        }
+    };
+    let cidr = match assigned.as_deref().map(PodCidr::parse) {
+        Some(Ok(cidr)) if cidr.is_loopback() => cidr,
+        Some(_) => {
+            tracing::warn!(
+                pod_cidr = ?assigned,
+                "the Node's podCIDR is not a loopback IPv4 range; using --pod-cidr"
+            );
+            configured
+        }
+        None => configured,
+    };
+    let reserved: Vec<std::net::Ipv4Addr> = config.node_ip.parse().into_iter().collect();
+    let ipam = PodIpam::open(&config.root_dir, cidr, reserved)?;
+    tracing::info!(%cidr, "loopback pod network: each pod gets its own address");
+    Ok(PodAddressing::Loopback(ipam))
 }
 
 /// Resolves once `stop` turns true (or its sender is gone); holds no borrow of the value, so

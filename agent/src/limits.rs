@@ -6,6 +6,12 @@
 pub const POD_SYNC_PERIOD_MS: u64 = 1_000;
 /// Pods this agent runs at once (the kubelet's `maxPods`, also the Node's `pods` capacity).
 pub const PODS_MAX: usize = 110;
+/// Pod IPs recorded on one node at once (loopback pod network). Twice the pods a node runs:
+/// addresses of pods gone while the agent was down are released only after its first list.
+pub const POD_IPS_MAX: usize = 2 * PODS_MAX;
+/// How long a container's creation waits for the agent's Service cache to have listed once
+/// (its service environment variables need it); then it fails and is retried next pass.
+pub const SERVICE_CACHE_WAIT_MS: u64 = 5_000;
 /// How soon a failed API write (status, deletion, lease) is tried again.
 pub const API_RETRY_MS: u64 = 1_000;
 
@@ -73,6 +79,7 @@ pub const SHIM_START_TIMEOUT_MS: u64 = 10_000;
 /// Output kept from an exec of a probe command or a start error message.
 pub const EXEC_OUTPUT_BYTES_MAX: usize = PROBE_OUTPUT_BYTES_MAX;
 
+const _: () = assert!(POD_IPS_MAX >= PODS_MAX);
 const _: () = assert!(RESTART_BACKOFF_INITIAL_MS <= RESTART_BACKOFF_MAX_MS);
 const _: () = assert!(TERMINATION_GRACE_SECONDS_MIN >= 1);
 const _: () = assert!(LOG_LINE_BYTES_MAX <= LOG_RESPONSE_CHUNK_BYTES_MAX);

@@ -9,13 +9,30 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use agent::proxy::ProxyMode;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use control_plane::apiserver::allocator::ServiceIpRange;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum RuntimeFlag {
     Process,
     Docker,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PodNetworkFlag {
+    Host,
+    Loopback,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ProxyModeFlag {
+    Userspace,
+    Nftables,
+    Iptables,
+    Auto,
+    Off,
 }
 
 /// `skiff agent`'s flags (the kubelet's names where they exist).
@@ -42,9 +59,26 @@ pub struct AgentFlags {
     /// Where container state and logs live; a restarted agent adopts what runs there.
     #[arg(long, default_value = "skiff-agent")]
     root_dir: PathBuf,
-    /// The node's InternalIP (also the pods' IP: pods use the host network).
+    /// The node's InternalIP (also the pods' IP on the host pod network).
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: IpAddr,
+    /// `host`: pods use the node's IP. `loopback`: each pod gets its own IP from `--pod-cidr`
+    /// (or the Node's spec.podCIDR), isolated only for programs that bind it ($(POD_IP)).
+    #[arg(long, value_enum, default_value = "host")]
+    pod_network: PodNetworkFlag,
+    /// The loopback range pods get their IPs from (inside 127.0.0.0/8); agents sharing a
+    /// machine need disjoint ranges.
+    #[arg(long, default_value = agent::network::POD_CIDR_LOOPBACK_DEFAULT,
+        value_parser = agent::network::PodCidr::parse)]
+    pod_cidr: agent::network::PodCidr,
+    /// How the service proxy routes Services: `userspace` (listeners in the agent), `nftables`
+    /// or `iptables` (DNAT rules; root), `auto` (rules where permitted), `off` (no proxy).
+    #[arg(long, value_enum, default_value = "userspace")]
+    proxy_mode: ProxyModeFlag,
+    /// The cluster's service range, as given to the masters: the proxy routes ClusterIPs
+    /// inside it only.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = ServiceIpRange::parse)]
+    service_cluster_ip_range: ServiceIpRange,
     /// Address of the agent's HTTPS server (logs, metrics).
     #[arg(long, default_value = "0.0.0.0")]
     address: IpAddr,
@@ -173,6 +207,18 @@ pub async fn run_agent(flags: AgentFlags) -> anyhow::Result<()> {
     config.client_ca_pem = ca;
     config.server_token = flags.server_token;
     config.node_lease_duration_seconds = flags.node_lease_duration_seconds;
+    config.pod_network = match flags.pod_network {
+        PodNetworkFlag::Host => agent::network::PodNetwork::Host,
+        PodNetworkFlag::Loopback => agent::network::PodNetwork::Loopback { cidr: flags.pod_cidr },
+    };
+    config.proxy_mode = match flags.proxy_mode {
+        ProxyModeFlag::Userspace => Some(ProxyMode::Userspace),
+        ProxyModeFlag::Nftables => Some(ProxyMode::Nftables),
+        ProxyModeFlag::Iptables => Some(ProxyMode::Iptables),
+        ProxyModeFlag::Auto => Some(ProxyMode::Auto),
+        ProxyModeFlag::Off => None,
+    };
+    config.service_cluster_ip_range = Some(flags.service_cluster_ip_range);
     let registry = prometheus::Registry::new();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

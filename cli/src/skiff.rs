@@ -338,6 +338,10 @@ struct UpFlags {
     /// proxy can serve them without root.
     #[arg(long, default_value = "127.96.0.0/16")]
     service_cluster_ip_range: String,
+    /// Pods get their own loopback addresses from this range (programs bind `$POD_IP`); it
+    /// must lie in 127.0.0.0/8.
+    #[arg(long, default_value = agent::network::POD_CIDR_LOOPBACK_DEFAULT)]
+    pod_cidr: String,
 }
 
 /// The master flags `skiff up` runs with, parsed as if typed (so defaults stay in one place).
@@ -383,6 +387,13 @@ async fn run_up(flags: UpFlags) -> anyhow::Result<()> {
     config.root_dir = flags.data_dir.join("agent");
     config.listen = std::net::SocketAddr::new(flags.address, 10250);
     config.client_ca_pem = Some(running.api.ca_pem().to_string());
+    config.pod_network = agent::network::PodNetwork::Loopback {
+        cidr: agent::network::PodCidr::parse(&flags.pod_cidr).map_err(anyhow::Error::msg)?,
+    };
+    config.service_cluster_ip_range = Some(
+        control_plane::apiserver::allocator::ServiceIpRange::parse(&flags.service_cluster_ip_range)
+            .map_err(anyhow::Error::msg)?,
+    );
     let registry = running.api.server.metrics.registry().clone();
     let (stop_agent, agent_stopped) = tokio::sync::watch::channel(false);
     let agent =

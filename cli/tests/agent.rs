@@ -7,161 +7,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::agent::{apply, condition, eventually, kubectl, pod, Agent};
 use common::master::Master;
 use serde_json::Value;
 
 const MASTER_IP: &str = "127.0.94.1";
-
-/// A `skiff agent` process; dropping it kills the agent and every container it started.
-struct Agent {
-    child: Option<Child>,
-    name: String,
-    ip: String,
-    root: PathBuf,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(master: &Master, name: &str, ip: &str) -> Agent {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("node.kubeconfig");
-        let data = master.kubeconfig.parent().expect("data dir");
-        let status = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("kubeconfig")
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--user", &format!("system:node:{name}"), "--group", "system:nodes", "-o"])
-            .arg(&kubeconfig)
-            .status()
-            .expect("skiff kubeconfig");
-        assert!(status.success());
-        let mut agent = Agent {
-            child: None,
-            name: name.into(),
-            ip: ip.into(),
-            root: dir.path().join("root"),
-            kubeconfig,
-            _dir: dir,
-        };
-        agent.spawn();
-        agent
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.with_extension("log"))
-            .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .arg("agent")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--node-name", &self.name, "--node-ip", &self.ip, "--address", &self.ip])
-            .args(["--node-lease-duration-seconds", "8"])
-            .arg("--root-dir")
-            .arg(&self.root)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn skiff agent");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: the containers keep running, as after a crash.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The recorded pid of a running container, by pod uid and container name.
-    fn container_pid(&self, uid: &str, container: &str) -> Option<i32> {
-        let dir = self.root.join("containers");
-        let mut found: Vec<(u32, i32)> = std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let attempt = name.strip_prefix(&format!("{uid}_{container}_"))?.parse().ok()?;
-                let record: agent::runtime::shim::PidRecord =
-                    agent::runtime::shim::read_json(&entry.path().join("pid.json"))?;
-                Some((attempt, record.pid))
-            })
-            .collect();
-        found.sort();
-        found.last().map(|(_, pid)| *pid)
-    }
-}
-
-fn kill_group(record: &Path, group: bool) {
-    let Some(record) = agent::runtime::shim::read_json::<agent::runtime::shim::PidRecord>(record)
-    else {
-        return;
-    };
-    if agent::runtime::shim::is_alive(&record) {
-        let target = if group { format!("-{}", record.pid) } else { record.pid.to_string() };
-        let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-        for entry in std::fs::read_dir(self.root.join("containers")).into_iter().flatten().flatten()
-        {
-            kill_group(&entry.path().join("pid.json"), true);
-            kill_group(&entry.path().join("shim-pid.json"), false);
-        }
-    }
-}
-
-fn kubectl(master: &Master, args: &[&str]) -> (bool, String, String) {
-    master.run(master.command("kubectl", args), "")
-}
-
-fn apply(master: &Master, manifest: &str) {
-    let (ok, out, err) = master.run(master.command("kubectl", &["apply", "-f", "-"]), manifest);
-    assert!(ok, "apply failed: {out}\n{err}");
-}
-
-fn pod(master: &Master, name: &str) -> Option<Value> {
-    let (ok, out, _) = kubectl(master, &["get", "pod", name, "-o", "json"]);
-    ok.then(|| serde_json::from_str(&out).expect("pod JSON"))
-}
-
-fn eventually<T>(
-    what: &str,
-    seconds: u64,
-    logs: &dyn Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}\n{}", logs());
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn condition(pod: &Value, kind: &str) -> String {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == kind)
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
 
 fn pods_manifest(ip: &str) -> String {
     format!(
@@ -266,8 +118,8 @@ fn agents_run_probe_log_terminate_adopt_and_evict_pods() {
         MASTER_IP,
         &["--node-monitor-grace-period", "6s", "--default-not-ready-toleration-seconds", "2"],
     );
-    let mut first = Agent::start(&master, "n1", "127.0.94.2");
-    let first_log = first.root.with_extension("log");
+    let mut first = Agent::start(&master, "n1", "127.0.94.2", &[]);
+    let first_log = first.log_path();
     let logs = || {
         let agent = std::fs::read_to_string(&first_log).unwrap_or_default();
         format!("--- agent n1 ---\n{agent}\n--- master ---\n{}", master.log())
@@ -383,7 +235,7 @@ fn agents_run_probe_log_terminate_adopt_and_evict_pods() {
     assert_eq!(main_again["state"]["running"]["startedAt"], main["state"]["running"]["startedAt"]);
 
     // A dead node's pods are evicted and the Deployment's replicas run on another node.
-    let second = Agent::start(&master, "n2", "127.0.94.3");
+    let second = Agent::start(&master, "n2", "127.0.94.3", &[]);
     first.kill();
     eventually("app's replicas moved to n2", 60, &logs, || {
         let (ok, out, _) = kubectl(&master, &["get", "pods", "-l", "app=app", "-o", "json"]);

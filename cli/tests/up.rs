@@ -29,6 +29,35 @@ impl Drop for Up {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Pods' processes outlive `skiff up` by design: end the ones this test started.
+        kill_shims_under(self.dir.path());
+    }
+}
+
+/// Kills every container shim whose command line names a path under `dir`, with its
+/// children's process groups (each container runs in a group of its own).
+fn kill_shims_under(dir: &std::path::Path) {
+    let dir = dir.display().to_string();
+    let processes: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect();
+    for (shim, _, cmdline) in &processes {
+        if !(cmdline.contains("container-shim") && cmdline.contains(&dir)) {
+            continue;
+        }
+        for (child, _, _) in processes.iter().filter(|(_, parent, _)| parent == shim) {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{child}")]).status();
+        }
+        let _ = Command::new("kill").args(["-KILL", &shim.to_string()]).status();
     }
 }
 
@@ -132,9 +161,8 @@ fn skiff_up_runs_the_examples() {
         (answers.len() == 2).then_some(())
     });
     assert!(answers.iter().all(|a| a.starts_with("hello from web-")), "{answers:?}");
-    let by_node_port = up.eventually(30, "the NodePort answering", || {
-        http_get(&format!("{IP}:30080"))
-    });
+    let by_node_port =
+        up.eventually(30, "the NodePort answering", || http_get(&format!("{IP}:30080")));
     assert!(by_node_port.starts_with("hello from web-"), "{by_node_port}");
 
     // The DaemonSet runs one pod on the node, which logs the node's name.

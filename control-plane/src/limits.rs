@@ -118,3 +118,5 @@ pub const AGENT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const AGENT_RESPONSE_TIMEOUT_MS: u64 = 30_000;
 pub const AGENT_ERROR_BYTES_MAX: usize = 64 * 1024;
 const _: () = assert!(AGENT_CONNECT_TIMEOUT_MS <= AGENT_RESPONSE_TIMEOUT_MS);
+/// How long the garbage collector waits for every kind's first list before acting anyway.
+pub const GC_SYNC_WAIT_MS: u64 = 10_000;

@@ -83,6 +83,11 @@ pub async fn start(
     api: &RunningApiServer,
     config: ComponentsConfig,
 ) -> Result<Components, ComponentsError> {
+    // The components' roles are bootstrapped by the API server: start them once it is ready,
+    // or their first lists are refused and their watches back off for many seconds.
+    while !api.server.ready.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let registry = api.server.metrics.registry().clone();
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -25,6 +25,7 @@ fn main() -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("tidy") => tidy(&root),
         Some("bench-control-plane") => bench_control_plane(&root, &args[1..]),
+        Some("bench-pod-startup") => bench_pod_startup(&root, &args[1..]),
         Some("install-deps") => install_packages(&[BUILD_PACKAGES, TEST_PACKAGES].concat()),
         Some("gen-protobuf-schema") => protobuf_schema::generate(&root, &args[1..]),
         _ => {
@@ -36,6 +37,8 @@ fn main() -> Result<()> {
                  ./skiff-data)\n  \
                  test [args]   install test packages, run every test (args go to cargo test)\n  \
                  tidy          formatting and lint checks\n  \
+                 bench-pod-startup [--rate R --count N]\n                \
+                 `skiff up` with a real agent: pod create -> Running latency\n  \
                  bench-control-plane [--nodes N --pods N ...]\n                \
                  a release master with hollow nodes: scheduling throughput, deployment \
                  latency, API latency, memory\n  \
@@ -282,4 +285,104 @@ fn bench_control_plane(root: &Path, args: &[String]) -> Result<()> {
     println!("results written to {}", out.join("control-plane.json").display());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// `cargo xtask bench-pod-startup`: a release `skiff up` (one node, process runtime) on
+/// 127.0.92.2 and `control-plane-load --mode pod-startup`: pods created at a fixed rate, each
+/// timed from create to Running. Writes `<target>/bench/pod-startup.json`.
+fn bench_pod_startup(root: &Path, args: &[String]) -> Result<()> {
+    install_packages(BUILD_PACKAGES)?;
+    run(cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "cli",
+        "--bin",
+        "skiff",
+        "-p",
+        "benches",
+        "--bin",
+        "control-plane-load",
+    ]))?;
+    let release = target_dir(root).join("release");
+    let dir = std::env::temp_dir().join(format!("skiff-bench-pod-startup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ip = "127.0.92.2";
+    let mut up = Command::new(release.join("skiff"))
+        .args(["up", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--address", ip, "--node-name", "bench-node"])
+        .args(["--service-cluster-ip-range", "127.92.100.0/24"])
+        .stderr(std::fs::File::create(dir.join("up.log"))?)
+        .spawn()
+        .context("start skiff up")?;
+    let kubeconfig = dir.join("data").join("admin.kubeconfig");
+    for _ in 0..300 {
+        if kubeconfig.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = Command::new(release.join("control-plane-load"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--mode", "pod-startup", "--nodes", "1"])
+        .args(args)
+        .arg("--json")
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    let (rss, peak) = memory_mib(up.id());
+    stop_child(&mut up);
+    // Pods' processes outlive `skiff up`; the generator deleted its pods, but end any left.
+    let containers = dir.join("data").join("agent").join("containers");
+    for entry in std::fs::read_dir(containers).into_iter().flatten().flatten() {
+        // The container's process group, then its shim.
+        for (record, group) in [("pid.json", true), ("shim-pid.json", false)] {
+            kill_recorded(&entry.path().join(record), group);
+        }
+    }
+    let output = output.context("run control-plane-load")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() {
+        bail!("control-plane-load failed; logs are in {}\n{stdout}", dir.display());
+    }
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let summary = lines.pop().unwrap_or("{}");
+    for line in &lines {
+        println!("{line}");
+    }
+    println!("memory: skiff up RSS {rss:.0} MiB, peak {peak:.0} MiB");
+    let mut results: serde_json::Value =
+        serde_json::from_str(summary).context("control-plane-load's JSON summary")?;
+    results["memory_mib"] = serde_json::json!({"skiff_up_rss": rss, "skiff_up_peak": peak});
+    let out = target_dir(root).join("bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("pod-startup.json"), serde_json::to_string_pretty(&results)?)?;
+    println!("results written to {}", out.join("pod-startup.json").display());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Kills the process a shim's pid record names (or its whole group), only if it is still that
+/// process: its start time (field 22 of `/proc/<pid>/stat`) must match the record's.
+fn kill_recorded(record: &Path, group: bool) {
+    let Some(value) = std::fs::read_to_string(record)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    else {
+        return;
+    };
+    let (Some(pid), Some(ticks)) = (value["pid"].as_i64(), value["start_ticks"].as_u64()) else {
+        return;
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let started = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|t| t.parse::<u64>().ok());
+    if started == Some(ticks) {
+        let target = if group { format!("-{pid}") } else { pid.to_string() };
+        let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
+    }
 }

@@ -3,6 +3,10 @@
 //! expanded with the variables defined before it, then `$(VAR)` in `command` and `args`
 //! expanded with the result (`$$` escapes, unknown references stay as written).
 //!
+//! Service environment variables (see [`crate::services`]) come first as the kubelet orders
+//! them: `env` values may refer to them, the container's own variables of the same name win,
+//! and the rest are added after the container's.
+//!
 //! ConfigMaps and Secrets are read through the API with the node's credentials. Skiff's
 //! `system:node` role does not grant reading them cluster-wide (there is no node authorizer to
 //! limit a node to what its own pods use), so a reference fails with
@@ -164,12 +168,14 @@ impl Sources {
     }
 }
 
-/// Resolves a container's environment; an error is the `CreateContainerConfigError` message.
+/// Resolves a container's environment, with `services` the pod's service environment
+/// variables; an error is the `CreateContainerConfigError` message.
 pub async fn resolve(
     client: &kube::Client,
     pod: &Pod,
     container: &Container,
     addresses: &PodAddresses,
+    services: &[(String, String)],
 ) -> Result<Vec<(String, String)>, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let mut sources = Sources::default();
@@ -203,17 +209,40 @@ pub async fn resolve(
         }
     }
     for var in container.env.iter().flatten() {
+        let defined = Defined { own: &env, services };
         let Some(value) =
-            env_value(client, pod, container, var, addresses, &env, &mut sources).await?
+            env_value(client, pod, container, var, addresses, defined, &mut sources).await?
         else {
             continue;
         };
         set(&mut env, var.name.clone(), value);
     }
+    for (name, value) in services {
+        if !env.iter().any(|(n, _)| n == name) {
+            env.push((name.clone(), value.clone()));
+        }
+    }
     if !env.iter().any(|(name, _)| name == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
     Ok(env)
+}
+
+/// What a `$(VAR)` in an `env` value may name: the container's variables defined so far, then
+/// the service variables (the kubelet's `MappingFuncFor(tmpEnv, serviceEnv)`).
+#[derive(Clone, Copy)]
+struct Defined<'a> {
+    own: &'a [(String, String)],
+    services: &'a [(String, String)],
+}
+
+impl Defined<'_> {
+    fn lookup(&self, name: &str) -> Option<String> {
+        let find = |list: &[(String, String)]| {
+            list.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        };
+        find(self.own).or_else(|| find(self.services))
+    }
 }
 
 async fn env_value(
@@ -222,12 +251,12 @@ async fn env_value(
     container: &Container,
     var: &EnvVar,
     addresses: &PodAddresses,
-    defined: &[(String, String)],
+    defined: Defined<'_>,
     sources: &mut Sources,
 ) -> Result<Option<String>, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let Some(from) = &var.value_from else {
-        let lookup = |name: &str| defined.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let lookup = |name: &str| defined.lookup(name);
         return Ok(Some(expand(var.value.as_deref().unwrap_or(""), &lookup)));
     };
     if let Some(field) = &from.field_ref {
@@ -296,6 +325,33 @@ mod tests {
         check("open $(A", "open $(A");
         check("$", "$");
         check("é$(A)é", "éalphaé");
+    }
+
+    #[tokio::test]
+    async fn service_variables_yield_to_the_containers_own_and_expand_in_values() {
+        // No ConfigMap or Secret is referenced, so the client never connects.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "dev"},
+            "spec": {"containers": [{"name": "c", "env": [
+                {"name": "WEB_SERVICE_PORT", "value": "9999"},
+                {"name": "URL", "value": "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)"}
+            ]}]}
+        }))
+        .unwrap();
+        let container = pod.spec.as_ref().unwrap().containers[0].clone();
+        let addresses = PodAddresses { pod_ip: "127.98.0.2".into(), host_ip: "127.0.97.2".into() };
+        let services = [
+            ("WEB_SERVICE_HOST".to_string(), "127.97.0.9".to_string()),
+            ("WEB_SERVICE_PORT".to_string(), "80".to_string()),
+        ];
+        let env = resolve(&client, &pod, &container, &addresses, &services).await.unwrap();
+        let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("WEB_SERVICE_PORT"), Some("9999"), "the container's own wins");
+        assert_eq!(get("URL"), Some("http://127.97.0.9:9999"));
+        assert_eq!(get("WEB_SERVICE_HOST"), Some("127.97.0.9"));
+        assert_eq!(env.iter().filter(|(n, _)| n == "WEB_SERVICE_PORT").count(), 1);
     }
 
     #[test]

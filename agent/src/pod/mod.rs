@@ -1,7 +1,7 @@
 //! Pods on this node: one watch of the pods bound here (`fieldSelector=spec.nodeName=<node>`)
 //! feeding one worker per pod ([`worker`]), which converges the pod's containers to its spec
 //! and reports its status. After the initial list, containers the runtime holds for pods that
-//! no longer exist are stopped and removed.
+//! no longer exist are stopped and removed, and their pod IPs released.
 //!
 //! **Architecture invariant:** a worker alone acts on its pod's containers; the manager only
 //! hands it the newest Pod (a `watch` channel: a slow worker skips intermediate versions, as
@@ -25,8 +25,10 @@ use tokio::sync::watch;
 use crate::backoff::Backoff;
 use crate::limits::{PODS_MAX, RESTART_BACKOFF_INITIAL_MS, RESTART_BACKOFF_MAX_MS};
 use crate::metrics::Metrics;
+use crate::network::PodAddressing;
 use crate::probe::SharedResults;
 use crate::runtime::Runtime;
+use crate::services::ServiceCache;
 use control_plane::events::{EventType, Recorder};
 
 /// Pod uids by (namespace, name): how the log server finds a pod's files.
@@ -41,6 +43,10 @@ pub struct NodeContext {
     pub runtime: Arc<dyn Runtime>,
     pub metrics: Metrics,
     pub recorder: Arc<Recorder>,
+    /// Where pods get their addresses (the node's, or loopback ones of their own).
+    pub network: PodAddressing,
+    /// Services, for the service environment variables of new containers.
+    pub services: ServiceCache,
     pub probe_results: SharedResults,
     pub pods: PodIndex,
     pub backoff: Mutex<Backoff>,
@@ -58,6 +64,8 @@ impl NodeContext {
         runtime: Arc<dyn Runtime>,
         metrics: Metrics,
         recorder: Arc<Recorder>,
+        network: PodAddressing,
+        services: ServiceCache,
     ) -> NodeContext {
         NodeContext {
             client,
@@ -67,6 +75,8 @@ impl NodeContext {
             runtime,
             metrics,
             recorder,
+            network,
+            services,
             probe_results: SharedResults::default(),
             pods: PodIndex::default(),
             backoff: Mutex::new(Backoff::new(
@@ -147,6 +157,8 @@ pub async fn run(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 let known: HashSet<String> = workers.keys().cloned().collect();
+                // Here, before any later pod is dispatched, so no new pod's address goes.
+                context.network.retain(&known);
                 tokio::spawn(remove_orphans(context.clone(), known));
             }
             watcher::Event::Apply(pod) => dispatch(&context, &mut workers, pod, &stop),

@@ -33,6 +33,7 @@ use crate::runtime::{
     ContainerConfig, ContainerId, ContainerState, ContainerStatus, ResourceLimits, RuntimeError,
     Sandbox, SandboxConfig,
 };
+use crate::services;
 
 /// A container's observed attempts, oldest first.
 type Observed = BTreeMap<String, Vec<ContainerStatus>>;
@@ -215,8 +216,17 @@ impl Worker {
                 node_ip: self.context.node_ip.clone(),
             };
             let runtime = &self.context.runtime;
-            let sandbox =
+            let mut sandbox =
                 self.context.metrics.timed("run_sandbox", runtime.run_sandbox(&config)).await?;
+            let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+            match self.context.network.pod_ip(&self.uid, &sandbox, host_network) {
+                Ok(ip) => sandbox.pod_ip = ip,
+                Err(error) => {
+                    let message = format!("Failed to create pod sandbox: {error}");
+                    self.events.warning("FailedCreatePodSandBox", &message).await;
+                    return Err(RuntimeError::failed("allocate the pod IP", error));
+                }
+            }
             self.sandbox = Some(sandbox);
         }
         self.waiting.clear();
@@ -370,7 +380,14 @@ impl Worker {
             pod_ip: self.sandbox.as_ref().map_or(String::new(), |s| s.pod_ip.clone()),
             host_ip: self.context.node_ip.clone(),
         };
-        let env = match env::resolve(&self.context.client, &self.pod, container, &addresses).await {
+        let resolved = match services::pod_service_env(&self.context.services, &self.pod).await {
+            Ok(services) => {
+                let client = &self.context.client;
+                env::resolve(client, &self.pod, container, &addresses, &services).await
+            }
+            Err(message) => Err(message),
+        };
+        let env = match resolved {
             Ok(env) => env,
             Err(message) => {
                 self.hold(&container.name, "CreateContainerConfigError", message).await;
@@ -392,6 +409,7 @@ impl Worker {
             name: container.name.clone(),
             attempt,
             image: image.clone(),
+            image_pull_policy: container.image_pull_policy.clone(),
             command,
             args,
             env,
@@ -658,6 +676,7 @@ impl Worker {
             }
         }
         let _ = runtime.remove_sandbox(&self.uid).await;
+        self.context.network.release(&self.uid);
         self.context.phases.lock().expect("phases").remove(&self.uid);
         let dir = self.context.pod_log_dir(&self.namespace(), &self.name(), &self.uid);
         let _ = std::fs::remove_dir_all(dir);

@@ -18,6 +18,7 @@
 //!   [`RuntimeError::ImageRefused`], which the pod worker reports as a waiting reason.
 
 pub mod cgroup;
+pub mod docker;
 pub mod process;
 pub mod shim;
 
@@ -97,6 +98,10 @@ pub struct ContainerConfig {
     /// The restart count this container starts with (0 for the first).
     pub attempt: u32,
     pub image: String,
+    /// The container's `imagePullPolicy` as the spec gives it (`None`: the API server's
+    /// default for the image); runtimes without images ignore it.
+    #[serde(default)]
+    pub image_pull_policy: Option<String>,
     /// `command` (the image's entrypoint when set) and `args`.
     pub command: Vec<String>,
     pub args: Vec<String>,

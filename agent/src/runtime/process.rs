@@ -15,7 +15,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -55,7 +54,6 @@ pub struct ProcessRuntimeConfig {
 pub struct ProcessRuntime {
     containers_dir: PathBuf,
     shim_command: Vec<OsString>,
-    network_warned: AtomicBool,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -104,11 +102,7 @@ impl ProcessRuntime {
         if config.shim_command.is_empty() {
             return Err(RuntimeError::failed("configure", "no shim command"));
         }
-        Ok(ProcessRuntime {
-            containers_dir,
-            shim_command: config.shim_command,
-            network_warned: AtomicBool::new(false),
-        })
+        Ok(ProcessRuntime { containers_dir, shim_command: config.shim_command })
     }
 
     fn dir(&self, id: &ContainerId) -> PathBuf {
@@ -307,18 +301,10 @@ impl Runtime for ProcessRuntime {
         format!("process://{}", env!("CARGO_PKG_VERSION"))
     }
 
+    /// Containers share the host's network namespace: the sandbox's address is the node's
+    /// (the agent's pod network may give the pod a loopback address of its own instead).
     fn run_sandbox<'a>(&'a self, config: &'a SandboxConfig) -> RuntimeFuture<'a, Sandbox> {
-        async move {
-            if !self.network_warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "process runtime: pods use the host network (pod IP = node IP {}); two pods \
-                     listening on one port collide",
-                    config.node_ip
-                );
-            }
-            Ok(Sandbox { pod_ip: config.node_ip.clone(), host_network: true })
-        }
-        .boxed()
+        async move { Ok(Sandbox { pod_ip: config.node_ip.clone(), host_network: true }) }.boxed()
     }
 
     fn remove_sandbox<'a>(&'a self, _pod_uid: &'a str) -> RuntimeFuture<'a, ()> {

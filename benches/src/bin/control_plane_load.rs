@@ -27,6 +27,16 @@ use serde_json::json;
 struct Flags {
     #[arg(long)]
     kubeconfig: std::path::PathBuf,
+    /// `scheduling` (hollow nodes: throughput, Deployment latency, API latency) or
+    /// `pod-startup` (a real agent: create → Running latency at a fixed rate).
+    #[arg(long, default_value = "scheduling")]
+    mode: String,
+    /// Pods per second in `pod-startup` mode.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Pods in `pod-startup` mode.
+    #[arg(long, default_value_t = 300)]
+    count: usize,
     /// Nodes to wait for before starting.
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
@@ -304,11 +314,90 @@ async fn server_latency(client: &kube::Client) -> Result<serde_json::Value> {
     Ok(json!({"requests": counted, "p50_le_ms": p50, "p99_le_ms": p99}))
 }
 
+/// Pod startup latency on real agents: pods (`image: host`, a long sleep) created at a fixed
+/// rate, each timed from just before its create to the first time a watch sees it Running.
+/// The pods are deleted afterwards and the run waits until they are gone.
+async fn pod_startup(client: &kube::Client, flags: &Flags) -> Result<serde_json::Value> {
+    let namespace = "bench-startup";
+    ensure_namespace(client, namespace).await?;
+    let started = Instant::now();
+    let running = Arc::new(Mutex::new(HashMap::<String, f64>::new()));
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let sink = running.clone();
+    let watch_api = api.clone();
+    let watch = tokio::spawn(async move {
+        let mut events = watcher(watch_api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Ok(Some(pod)) = events.try_next().await {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if let (Some("Running"), Some(name)) = (phase, pod.metadata.name) {
+                let at = started.elapsed().as_secs_f64();
+                sink.lock().expect("lock").entry(name).or_insert(at);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut created: HashMap<String, f64> = HashMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(flags.rate)));
+    let mut creates = Vec::new();
+    for i in 0..flags.count {
+        ticker.tick().await;
+        let name = format!("s-{i}");
+        created.insert(name.clone(), started.elapsed().as_secs_f64());
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
+                "image": "host", "command": ["sleep", "3600"]}]}}))?;
+        let api = api.clone();
+        creates.push(tokio::spawn(async move { api.create(&PostParams::default(), &pod).await }));
+    }
+    for create in creates {
+        create.await?.context("create pod")?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(flags.timeout);
+    while running.lock().expect("lock").len() < flags.count {
+        if Instant::now() > deadline {
+            bail!("only {} of {} pods ran", running.lock().expect("lock").len(), flags.count);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watch.abort();
+    let latencies =
+        sorted(running.lock().expect("lock").iter().map(|(name, at)| at - created[name]).collect());
+    let ms = |p: f64| percentile(&latencies, p) * 1e3;
+    println!(
+        "pod startup (create -> Running, {} pods at {}/s): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        flags.count,
+        flags.rate,
+        ms(50.0),
+        ms(99.0),
+        ms(100.0)
+    );
+    api.delete_collection(&Default::default(), &ListParams::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(flags.timeout);
+    while !api.list(&ListParams::default()).await?.items.is_empty() {
+        if Instant::now() > deadline {
+            bail!("the benchmark's pods were not all deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(json!({"pods": flags.count, "rate": flags.rate,
+        "create_to_running_ms": {"p50": ms(50.0), "p99": ms(99.0), "max": ms(100.0)}}))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let flags = Flags::parse();
     let client = control_plane::client::from_kubeconfig_file(&flags.kubeconfig).await?;
     wait_nodes(&client, flags.nodes, Duration::from_secs(flags.timeout)).await?;
+    if flags.mode == "pod-startup" {
+        let startup = pod_startup(&client, &flags).await?;
+        if flags.json {
+            println!("{}", json!({"pod_startup": startup}));
+        }
+        return Ok(());
+    }
     let scheduling = throughput(&client, &flags).await?;
     let deployments = deployments(&client, &flags).await?;
     let server = server_latency(&client).await?;

@@ -3,6 +3,7 @@
 //! Each test uses its own 127.x.y.* addresses, so tests run in parallel without port clashes.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod master;
 
 use std::path::PathBuf;

@@ -138,7 +138,15 @@ fn defaults() -> Vec<(String, Value)> {
         // Like kube-controller-manager's garbage collector, it must reach every kind.
         cluster_role(
             "system:kube-controller-manager",
-            vec![rule(&["", "apps", "coordination.k8s.io"], &["*"], &["*"])],
+            vec![
+                rule(&["", "apps", "coordination.k8s.io"], &["*"], &["*"]),
+                // The garbage collector watches and deletes every kind, RBAC's too.
+                rule(
+                    &["rbac.authorization.k8s.io"],
+                    &["*"],
+                    &["get", "list", "watch", "patch", "update", "delete"],
+                ),
+            ],
         ),
         binding("cluster-admin", "cluster-admin", "system:masters"),
         user_binding("system:kube-scheduler", "system:kube-scheduler", "system:kube-scheduler"),

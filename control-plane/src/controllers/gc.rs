@@ -212,6 +212,8 @@ pub async fn run(context: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut loaded: BTreeSet<&'static str> = BTreeSet::new();
     let mut pending: BTreeSet<String> = BTreeSet::new();
     let mut retry = tokio::time::interval(Duration::from_secs(5));
+    let started = Instant::now();
+    let mut warned = false;
     loop {
         tokio::select! {
             change = changes.recv() => match change {
@@ -233,8 +235,19 @@ pub async fn run(context: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+        // Act once every kind has loaded, or after a bound even if some cannot be listed
+        // (forbidden, say): acting never depends on the graph alone, since an owner missing
+        // from it is looked up live before anything is deleted.
         if loaded.len() < kinds.len() {
-            continue;
+            if started.elapsed() < Duration::from_millis(crate::limits::GC_SYNC_WAIT_MS) {
+                continue;
+            }
+            if !warned {
+                let missing: Vec<&str> =
+                    kinds.iter().map(|k| k.plural).filter(|p| !loaded.contains(p)).collect();
+                tracing::warn!(?missing, "garbage collector acting before every kind loaded");
+                warned = true;
+            }
         }
         let batch: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
         let mut failed = Vec::new();
