@@ -492,10 +492,16 @@ async fn silent_node_is_tainted_its_pods_evicted_and_untainted_when_back() {
 
     // Its web pods are evicted once their default toleration runs out, and the ReplicaSet's
     // replacements land on the nodes that survive.
+    // Evicted pods of a silent node stay Terminating until its agent (or a forced delete)
+    // finishes their graceful deletion, as in Kubernetes: count only live pods.
     let pods = common::eventually(60, "6 ready web pods off the silent node", || {
         let (client, victim) = (client.clone(), victim.clone());
         async move {
-            let pods = pods_of(&client, "web").await;
+            let pods: Vec<Pod> = pods_of(&client, "web")
+                .await
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
             let moved = pods.len() == 6
                 && pods
                     .iter()
@@ -532,5 +538,18 @@ async fn silent_node_is_tainted_its_pods_evicted_and_untainted_when_back() {
     .await;
     wait_one_per_node(&client, "logs", &all).await;
     wait_rolled_out(&client, "logs", 3).await;
+    // Back, its agent finishes the evicted pods' graceful deletion.
+    common::eventually(30, "the evicted pods gone", || {
+        let (client, doomed) = (client.clone(), doomed.clone());
+        async move {
+            let names: BTreeSet<String> = pods_of(&client, "web")
+                .await
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            names.is_disjoint(&doomed).then_some(())
+        }
+    })
+    .await;
     running.stop().await;
 }
