@@ -324,6 +324,17 @@ fn next_lines(receiver: &mpsc::Receiver<String>, count: usize) -> Vec<String> {
 fn podctl_watch_prints_changes_as_kubectl_does() {
     let master = Master::start("127.0.82.3", &[]);
     master.podctl_stdin(&["create", "-f", "-"], &pod("p1", ""));
+    // The scheduler marks p1 unschedulable (there are no nodes): let that happen before the
+    // watches start, or one of them may see it as a change and the other in its first list.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let path = "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}";
+        if master.kubectl(&["get", "pod", "p1", "-o", path]).1.trim() == "False" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "p1 never marked unschedulable");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (mut kubectl, kubectl_lines) = watch(&master, "kubectl");
     let (mut podctl, podctl_lines) = watch(&master, env!("CARGO_BIN_EXE_podctl"));
     let initial = (next_lines(&kubectl_lines, 2), next_lines(&podctl_lines, 2));

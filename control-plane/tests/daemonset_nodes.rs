@@ -542,11 +542,8 @@ async fn silent_node_is_tainted_its_pods_evicted_and_untainted_when_back() {
     common::eventually(30, "the evicted pods gone", || {
         let (client, doomed) = (client.clone(), doomed.clone());
         async move {
-            let names: BTreeSet<String> = pods_of(&client, "web")
-                .await
-                .into_iter()
-                .filter_map(|p| p.metadata.name)
-                .collect();
+            let names: BTreeSet<String> =
+                pods_of(&client, "web").await.into_iter().filter_map(|p| p.metadata.name).collect();
             names.is_disjoint(&doomed).then_some(())
         }
     })

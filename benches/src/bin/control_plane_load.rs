@@ -367,7 +367,8 @@ async fn pod_startup(client: &kube::Client, flags: &Flags) -> Result<serde_json:
         sorted(running.lock().expect("lock").iter().map(|(name, at)| at - created[name]).collect());
     let ms = |p: f64| percentile(&latencies, p) * 1e3;
     println!(
-        "pod startup (create -> Running, {} pods at {}/s): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "pod startup (create -> Running, {} pods at {}/s): p50 {:.0} ms, p99 {:.0} ms, \
+         max {:.0} ms",
         flags.count,
         flags.rate,
         ms(50.0),
