@@ -38,7 +38,8 @@ pub struct Pki {
     pub server: CertifiedKey,
 }
 
-fn read(path: &Path) -> Result<Option<String>, PkiError> {
+/// A file's text, or `None` when it does not exist.
+pub(crate) fn read(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),

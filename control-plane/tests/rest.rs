@@ -9,56 +9,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::WatchParams;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
-struct Cluster {
-    _dir: tempfile::TempDir,
-    store: store::RunningStore,
-    api: control_plane::apiserver::server::RunningApiServer,
-    client: kube::Client,
-}
+mod common;
 
-async fn start(ip: &str) -> Cluster {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = store::StoreConfig::single("rest", None);
-    config.listen_client_urls = vec![format!("http://{ip}:2379")];
-    config.advertise_client_urls = config.listen_client_urls.clone();
-    config.listen_peer_urls = vec![format!("http://{ip}:2380")];
-    config.initial_advertise_peer_urls = config.listen_peer_urls.clone();
-    config.initial_cluster = format!("rest=http://{ip}:2380");
-    let store = store::start(config).await.expect("store");
-    let backend = control_plane::storage::Backend::Embedded(store.store.clone());
-    let api_config = control_plane::apiserver::server::ApiServerConfig {
-        listen: format!("{ip}:6443").parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        hosts: vec![ip.to_string()],
-        token_auth_file: None,
-        // Small, so a watch from before the kept history is easy to reach.
-        watch_cache_size: 10,
-        service_ranges: Default::default(),
-    };
-    let api = control_plane::apiserver::server::start(api_config, backend).await.expect("api");
-    let kubeconfig = Kubeconfig::read_from(&api.admin_kubeconfig).expect("kubeconfig");
-    let options = KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("config");
-    let client = kube::Client::try_from(config).expect("client");
-    // Ready once the defaults exist.
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    for _ in 0..100 {
-        if namespaces.get_opt("default").await.ok().flatten().is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Cluster { _dir: dir, store, api, client }
-}
-
-impl Cluster {
-    async fn stop(self) {
-        self.api.shutdown().await;
-        self.store.shutdown().await;
-    }
+/// A master whose watch caches are small, so a watch from before the kept history is easy to
+/// reach.
+async fn start(ip: &str) -> common::Cluster {
+    common::start_with_cache(ip, 10).await
 }
 
 fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {

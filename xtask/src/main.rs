@@ -199,18 +199,7 @@ fn stop_child(child: &mut std::process::Child) {
 /// them to `<target>/bench/control-plane.json`.
 fn bench_control_plane(root: &Path, args: &[String]) -> Result<()> {
     install_packages(BUILD_PACKAGES)?;
-    run(cargo().current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "cli",
-        "--bin",
-        "skiff",
-        "-p",
-        "benches",
-        "--bin",
-        "control-plane-load",
-    ]))?;
+    build_bench_tools(root)?;
     let release = target_dir(root).join("release");
     let nodes = args
         .iter()
@@ -258,23 +247,14 @@ fn bench_control_plane(root: &Path, args: &[String]) -> Result<()> {
     let (hollow_rss, hollow_peak) = memory_mib(hollow.id());
     stop_child(&mut hollow);
     stop_child(&mut master);
-    let output = output.context("run control-plane-load")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    if !output.status.success() {
-        bail!("control-plane-load failed; logs are in {}\n{stdout}", dir.display());
-    }
-    let mut lines: Vec<&str> = stdout.lines().collect();
-    let summary = lines.pop().unwrap_or("{}");
-    for line in &lines {
-        println!("{line}");
-    }
+    let summary = print_load_output(output, &dir)?;
     println!(
         "memory: master (store + API server + scheduler + controllers) RSS {master_rss:.0} MiB, \
          peak {master_peak:.0} MiB; {nodes} hollow nodes RSS {hollow_rss:.0} MiB, peak \
          {hollow_peak:.0} MiB"
     );
     let mut results: serde_json::Value =
-        serde_json::from_str(summary).context("control-plane-load's JSON summary")?;
+        serde_json::from_str(&summary).context("control-plane-load's JSON summary")?;
     results["memory_mib"] = serde_json::json!({
         "master_rss": master_rss, "master_peak": master_peak,
         "hollow_rss": hollow_rss, "hollow_peak": hollow_peak,
@@ -292,18 +272,7 @@ fn bench_control_plane(root: &Path, args: &[String]) -> Result<()> {
 /// timed from create to Running. Writes `<target>/bench/pod-startup.json`.
 fn bench_pod_startup(root: &Path, args: &[String]) -> Result<()> {
     install_packages(BUILD_PACKAGES)?;
-    run(cargo().current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "cli",
-        "--bin",
-        "skiff",
-        "-p",
-        "benches",
-        "--bin",
-        "control-plane-load",
-    ]))?;
+    build_bench_tools(root)?;
     let release = target_dir(root).join("release");
     let dir = std::env::temp_dir().join(format!("skiff-bench-pod-startup-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -341,19 +310,10 @@ fn bench_pod_startup(root: &Path, args: &[String]) -> Result<()> {
             kill_recorded(&entry.path().join(record), group);
         }
     }
-    let output = output.context("run control-plane-load")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    if !output.status.success() {
-        bail!("control-plane-load failed; logs are in {}\n{stdout}", dir.display());
-    }
-    let mut lines: Vec<&str> = stdout.lines().collect();
-    let summary = lines.pop().unwrap_or("{}");
-    for line in &lines {
-        println!("{line}");
-    }
+    let summary = print_load_output(output, &dir)?;
     println!("memory: skiff up RSS {rss:.0} MiB, peak {peak:.0} MiB");
     let mut results: serde_json::Value =
-        serde_json::from_str(summary).context("control-plane-load's JSON summary")?;
+        serde_json::from_str(&summary).context("control-plane-load's JSON summary")?;
     results["memory_mib"] = serde_json::json!({"skiff_up_rss": rss, "skiff_up_peak": peak});
     let out = target_dir(root).join("bench");
     std::fs::create_dir_all(&out)?;
@@ -385,4 +345,35 @@ fn kill_recorded(record: &Path, group: bool) {
         let target = if group { format!("-{pid}") } else { pid.to_string() };
         let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
     }
+}
+
+/// Builds the release `skiff` and the `control-plane-load` generator.
+fn build_bench_tools(root: &Path) -> Result<()> {
+    run(cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "cli",
+        "--bin",
+        "skiff",
+        "-p",
+        "benches",
+        "--bin",
+        "control-plane-load",
+    ]))
+}
+
+/// Prints the generator's text lines and returns its JSON summary (its last line).
+fn print_load_output(output: std::io::Result<std::process::Output>, logs: &Path) -> Result<String> {
+    let output = output.context("run control-plane-load")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() {
+        bail!("control-plane-load failed; logs are in {}\n{stdout}", logs.display());
+    }
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let summary = lines.pop().unwrap_or("{}").to_string();
+    for line in &lines {
+        println!("{line}");
+    }
+    Ok(summary)
 }

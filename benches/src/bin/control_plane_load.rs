@@ -34,8 +34,8 @@ struct Flags {
     /// Pods per second in `pod-startup` mode.
     #[arg(long, default_value_t = 50)]
     rate: u32,
-    /// Pods in `pod-startup` mode.
-    #[arg(long, default_value_t = 300)]
+    /// Pods in `pod-startup` mode (a node takes 110 at most).
+    #[arg(long, default_value_t = 100)]
     count: usize,
     /// Nodes to wait for before starting.
     #[arg(long, default_value_t = 1000)]

@@ -29,18 +29,6 @@ pub enum SharedError {
     Malformed(&'static str),
 }
 
-fn read_local(path: &Path) -> Result<Option<String>, PkiError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(PkiError::Io {
-            action: "read",
-            path: path.display().to_string(),
-            reason: error.to_string(),
-        }),
-    }
-}
-
 /// Retries a store call while the store cannot answer yet, for up to a minute: masters start
 /// together and wait for a quorum, and a member joining an existing cluster answers errors
 /// until it has caught up with the cluster's membership.
@@ -73,7 +61,7 @@ async fn share(
     let what = if key == CA_KEY { "cluster CA" } else { "service-account key" };
     let (stored, _) = patiently(|| backend.get(key)).await?;
     let local: Vec<Option<String>> =
-        files.iter().map(|f| read_local(&dir.join(f))).collect::<Result<_, _>>()?;
+        files.iter().map(|f| pki::read(&dir.join(f))).collect::<Result<_, _>>()?;
     let mut ours = false;
     let wanted: Vec<String> = match stored {
         Some(kv) => decode(&kv.value, files.len()).ok_or(SharedError::Malformed(what))?,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -431,35 +431,27 @@ async fn create_pods(
     (created, None)
 }
 
-async fn adopt(
-    api: &Api<Pod>,
-    pod: &Pod,
-    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-) -> Result<(), ReconcileError> {
+/// Adds `owner` to the pod's owner references.
+async fn adopt(api: &Api<Pod>, pod: &Pod, owner: OwnerReference) -> Result<(), ReconcileError> {
     let mut references = pod.metadata.owner_references.clone().unwrap_or_default();
     references.push(owner);
-    let patch = json!({"metadata": {
-        "ownerReferences": references,
-        "resourceVersion": pod.metadata.resource_version,
-    }});
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        // Changed or gone meanwhile: the next reconcile sees the new state.
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    set_owners(api, pod, references).await
 }
 
+/// Removes the owner reference with `owner_uid` from the pod.
 async fn release(api: &Api<Pod>, pod: &Pod, owner_uid: &str) -> Result<(), ReconcileError> {
-    let references: Vec<_> = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|r| r.uid != owner_uid)
-        .cloned()
-        .collect();
+    let references = pod.metadata.owner_references.iter().flatten();
+    let kept: Vec<OwnerReference> = references.filter(|r| r.uid != owner_uid).cloned().collect();
+    set_owners(api, pod, kept).await
+}
+
+/// Replaces the pod's owner references, conditional on the resourceVersion it was read at; a
+/// pod changed or gone meanwhile is left to the next reconcile.
+async fn set_owners(
+    api: &Api<Pod>,
+    pod: &Pod,
+    references: Vec<OwnerReference>,
+) -> Result<(), ReconcileError> {
     let patch = json!({"metadata": {
         "ownerReferences": references,
         "resourceVersion": pod.metadata.resource_version,

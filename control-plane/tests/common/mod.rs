@@ -16,6 +16,11 @@ pub struct Cluster {
 
 /// Starts a master on `ip` (store on 2379/2380, API on 6443) and waits for its defaults.
 pub async fn start(ip: &str) -> Cluster {
+    start_with_cache(ip, control_plane::limits::CACHE_HISTORY_EVENTS_MAX).await
+}
+
+/// [`start`] with watch caches keeping `watch_cache_size` changes.
+pub async fn start_with_cache(ip: &str, watch_cache_size: usize) -> Cluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = store::StoreConfig::single("m1", Some(dir.path().join("store")));
     config.listen_client_urls = vec![format!("http://{ip}:2379")];
@@ -30,7 +35,7 @@ pub async fn start(ip: &str) -> Cluster {
         data_dir: dir.path().to_path_buf(),
         hosts: vec![ip.to_string()],
         token_auth_file: None,
-        watch_cache_size: control_plane::limits::CACHE_HISTORY_EVENTS_MAX,
+        watch_cache_size,
         service_ranges: Default::default(),
     };
     let api = control_plane::apiserver::server::start(api_config, backend).await.expect("api");
