@@ -34,14 +34,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::{Context, ReconcileError};
 use crate::events::{reference, EventType};
-use crate::limits::CONTROLLER_CACHE_SYNC_TIMEOUT_MS;
 
 const NAME: &str = "deployment";
 /// Annotations Kubernetes' Deployment controller maintains.
@@ -62,20 +61,8 @@ struct State {
 /// Runs the controller until `stop` turns true.
 pub async fn run(context: Arc<Context>, stop: watch::Receiver<bool>) {
     let client = context.client.clone();
-    let (sets, set_writer) = reflector::store();
-    let set_events = reflector::reflector(
-        set_writer,
-        watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (sets, set_events) = super::reflect(Api::<ReplicaSet>::all(client.clone()));
+    let (pods, pod_events) = super::reflect(Api::<Pod>::all(client.clone()));
     let controller = Controller::new(Api::<Deployment>::all(client), watcher::Config::default());
     let deployments = controller.store();
     let for_sets = deployments.clone();
@@ -328,15 +315,8 @@ async fn sync(d: &Deployment, state: &State) -> Result<Action, ReconcileError> {
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let timeout = Duration::from_millis(CONTROLLER_CACHE_SYNC_TIMEOUT_MS);
-    let loaded = tokio::time::timeout(timeout, async {
-        state.sets.wait_until_ready().await?;
-        state.pods.wait_until_ready().await
-    });
-    loaded
-        .await
-        .map_err(|_| ReconcileError::Invalid("caches did not load".into()))?
-        .map_err(|_| ReconcileError::Invalid("cache stopped".into()))?;
+    super::loaded(&state.sets, "ReplicaSet").await?;
+    super::loaded(&state.pods, "pod").await?;
     if super::selector_is_empty(&spec.selector) {
         state
             .context

@@ -21,12 +21,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use super::{Context, ReconcileError};
-use crate::limits::CONTROLLER_CACHE_SYNC_TIMEOUT_MS;
 
 const NAME: &str = "endpoints";
 
@@ -41,13 +40,7 @@ struct State {
 /// Runs the controller until `stop` turns true.
 pub async fn run(context: Arc<Context>, stop: watch::Receiver<bool>) {
     let client = context.client.clone();
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (pods, pod_events) = super::reflect(Api::<Pod>::all(client.clone()));
     let controller =
         Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
     let services = controller.store();
@@ -194,13 +187,7 @@ async fn sync(service: &Service, state: &State) -> Result<Action, ReconcileError
     if selector.is_empty() || service.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    tokio::time::timeout(
-        Duration::from_millis(CONTROLLER_CACHE_SYNC_TIMEOUT_MS),
-        state.pods.wait_until_ready(),
-    )
-    .await
-    .map_err(|_| ReconcileError::Invalid("pod cache did not load".into()))?
-    .map_err(|_| ReconcileError::Invalid("pod cache stopped".into()))?;
+    super::loaded(&state.pods, "pod").await?;
     let namespace = service.metadata.namespace.clone().unwrap_or_default();
     let name = service.metadata.name.clone().unwrap_or_default();
     let all = state.pods.state();

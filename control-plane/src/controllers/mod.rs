@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use tokio::sync::watch;
 
@@ -131,6 +133,41 @@ pub async fn run(context: Arc<Context>, stop: watch::Receiver<bool>) {
         endpoints::run(context.clone(), stop.clone()),
     );
     tracing::info!("controller manager stopped");
+}
+
+/// A reflector over every object of `api`: its store, and the stream of touched objects
+/// (applied or deleted) that keeps the store current while it is polled, typically as a
+/// `Controller` trigger.
+pub fn reflect<K>(
+    api: kube::Api<K>,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    (store, events)
+}
+
+/// Waits, within `CONTROLLER_CACHE_SYNC_TIMEOUT_MS`, for a reflector store's first list: a
+/// reconcile acting on a cache that has not loaded would take missing objects for gone.
+pub async fn loaded<K>(store: &Store<K>, what: &str) -> Result<(), ReconcileError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let limit = Duration::from_millis(crate::limits::CONTROLLER_CACHE_SYNC_TIMEOUT_MS);
+    tokio::time::timeout(limit, store.wait_until_ready())
+        .await
+        .map_err(|_| ReconcileError::Invalid(format!("the {what} cache did not load")))?
+        .map_err(|_| ReconcileError::Invalid(format!("the {what} cache stopped")))
 }
 
 /// Resolves when `stop` turns true (or its sender is gone).

@@ -16,16 +16,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::{Context, ReconcileError};
 use crate::events::{reference, EventType};
-use crate::limits::{
-    CONTROLLER_BURST_REPLICAS, CONTROLLER_CACHE_SYNC_TIMEOUT_MS, CONTROLLER_EXPECTATIONS_TIMEOUT_MS,
-};
+use crate::limits::{CONTROLLER_BURST_REPLICAS, CONTROLLER_EXPECTATIONS_TIMEOUT_MS};
 
 const NAME: &str = "replicaset";
 
@@ -98,13 +96,7 @@ struct State {
 /// Runs the controller until `stop` turns true.
 pub async fn run(context: Arc<Context>, stop: watch::Receiver<bool>) {
     let client = context.client.clone();
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (pods, pod_events) = super::reflect(Api::<Pod>::all(client.clone()));
     let controller = Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default());
     let sets = controller.store();
     let concurrency = context.config.concurrency;
@@ -195,13 +187,7 @@ async fn sync(rs: &ReplicaSet, state: &State) -> Result<Action, ReconcileError> 
         state.expectations.forget(&uid);
         return Ok(Action::await_change());
     }
-    tokio::time::timeout(
-        Duration::from_millis(CONTROLLER_CACHE_SYNC_TIMEOUT_MS),
-        state.pods.wait_until_ready(),
-    )
-    .await
-    .map_err(|_| ReconcileError::Invalid("pod cache did not load".into()))?
-    .map_err(|_| ReconcileError::Invalid("pod cache stopped".into()))?;
+    super::loaded(&state.pods, "pod").await?;
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let in_namespace: Vec<Arc<Pod>> = state
         .pods
