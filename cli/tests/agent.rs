@@ -2,7 +2,7 @@
 //! kubectl: pods run and report Kubernetes' status, logs stream through the API server,
 //! crashing containers back off, probes restart and ready containers, deletion is graceful,
 //! a restarted agent adopts its containers, and a dead node's pods move to another node.
-//! Addresses: 127.0.94.1 (master), .2 and .3 (agents).
+//! Addresses: 127.0.94.1 (master), .2 and .3 (agents); 127.0.94.4 and .5 for the limits test.
 
 mod common;
 
@@ -255,4 +255,62 @@ fn agents_run_probe_log_terminate_adopt_and_evict_pods() {
     assert!(out.contains("node.kubernetes.io/unreachable"), "{out}");
     drop(second);
     eprintln!("agent test took {:?}", started.elapsed());
+}
+
+/// A memory limit is enforced through the host's cgroups (v2, or v1's memory hierarchy): a
+/// container that allocates past it is killed and reported `OOMKilled`, as Kubernetes reports.
+#[test]
+fn memory_limits_are_enforced_and_oom_kills_reported() {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let writable = |dir: &std::path::Path| {
+        let probe = dir.join("skiff-limits-probe");
+        let made = std::fs::create_dir(&probe).is_ok();
+        let _ = std::fs::remove_dir(&probe);
+        made
+    };
+    if !(writable(root) || writable(&root.join("memory"))) {
+        eprintln!("skipped: no writable cgroup hierarchy here (limits are skipped by the agent)");
+        return;
+    }
+    let master = Master::start("127.0.94.4", &[]);
+    let agent = Agent::start(&master, "limited", "127.0.94.5", &[]);
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hungry}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: host
+    command: ["python3", "-c", "import time; data = bytearray(512 * 1024 * 1024); time.sleep(60)"]
+    resources:
+      limits: {memory: 64Mi}
+"#;
+    apply(&master, manifest);
+    let logs = || {
+        format!(
+            "{}\n{}",
+            master.log(),
+            std::fs::read_to_string(agent.log_path()).unwrap_or_default()
+        )
+    };
+    let terminated = eventually("the hungry container killed", 60, &logs, || {
+        let pod = pod(&master, "hungry")?;
+        let state = container_status(&pod)["state"]["terminated"].clone();
+        (!state.is_null()).then_some(state)
+    });
+    assert_eq!(terminated["reason"], "OOMKilled", "{terminated}");
+    assert_eq!(terminated["exitCode"], 137, "{terminated}");
+    // Deleting the pod removes the container and its cgroups.
+    let uid = pod(&master, "hungry").expect("pod")["metadata"]["uid"].as_str().map(String::from);
+    let (ok, _, err) = kubectl(&master, &["delete", "pod", "hungry"]);
+    assert!(ok, "{err}");
+    let leaf = format!("{}_main_0", uid.expect("uid"));
+    eventually("the cgroups removed", 30, &logs, || {
+        let left = [root.join("skiff"), root.join("memory/skiff"), root.join("cpu/skiff")]
+            .iter()
+            .any(|parent| parent.join(&leaf).exists());
+        (!left).then_some(())
+    });
 }

@@ -326,13 +326,15 @@ impl Runtime for ProcessRuntime {
             if let Some(parent) = config.log_path.parent() {
                 std::fs::create_dir_all(parent).map_err(io_error("create the log dir"))?;
             }
-            let cgroup = cgroup::prepare(&id.0, &config.limits);
+            let cgroups = cgroup::prepare(&id.0, &config.limits);
+            let cgroup = cgroups.as_ref().map(|c| c.primary.clone());
             let spec = ShimSpec {
                 argv: argv.clone(),
                 env: config.env.clone(),
                 working_dir: config.working_dir.clone(),
                 log_path: config.log_path.clone(),
                 cgroup: cgroup.clone(),
+                extra_cgroups: cgroups.map(|c| c.extra).unwrap_or_default(),
             };
             shim::write_json(&dir.join(shim::SPEC_FILE), &spec).map_err(io_error("create"))?;
             let record =

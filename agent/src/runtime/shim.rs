@@ -27,8 +27,11 @@ pub struct ShimSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub log_path: PathBuf,
-    /// A cgroup v2 directory to move the container into, when limits apply.
+    /// The cgroup to move the container into when limits apply (v2's, or v1's memory one).
     pub cgroup: Option<PathBuf>,
+    /// Further cgroups it joins (cgroup v1's cpu hierarchy).
+    #[serde(default)]
+    pub extra_cgroups: Vec<PathBuf>,
 }
 
 /// The running container (`pid.json`).
@@ -209,7 +212,7 @@ fn supervise(dir: &Path) -> ExitRecord {
     };
     let started_at = Timestamp::now();
     let pid = child.id() as i32;
-    if let Some(cgroup) = &spec.cgroup {
+    for cgroup in spec.cgroup.iter().chain(&spec.extra_cgroups) {
         // Best effort: a fork in the first instant escapes the limits.
         let _ = std::fs::write(cgroup.join("cgroup.procs"), pid.to_string());
     }
