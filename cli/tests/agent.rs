@@ -2,7 +2,8 @@
 //! kubectl: pods run and report Kubernetes' status, logs stream through the API server,
 //! crashing containers back off, probes restart and ready containers, deletion is graceful,
 //! a restarted agent adopts its containers, and a dead node's pods move to another node.
-//! Addresses: 127.0.94.1 (master), .2 and .3 (agents); 127.0.94.4 and .5 for the limits test.
+//! Addresses: 127.0.94.1 (master), .2 and .3 (agents); 127.0.94.4 and .5 for the limits test,
+//! .6 and .7 for the node authorizer's.
 
 mod common;
 
@@ -313,4 +314,60 @@ spec:
             .any(|parent| parent.join(&leaf).exists());
         (!left).then_some(())
     });
+}
+
+/// A node reads exactly the ConfigMaps and Secrets its own pods reference (Kubernetes' node
+/// authorizer): a pod's env gets their values, and the node's credentials are refused others.
+#[test]
+fn nodes_read_only_the_config_their_pods_use() {
+    let master = Master::start("127.0.94.6", &[]);
+    let agent = Agent::start(&master, "reader", "127.0.94.7", &[]);
+    let manifest = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: password}
+stringData: {value: s3cret}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: unrelated}
+stringData: {value: private}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: configured}
+spec:
+  containers:
+  - name: main
+    image: host
+    command: ["/bin/sh", "-c", "echo \"$GREETING $PASSWORD\"; sleep 1000"]
+    env:
+    - name: GREETING
+      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: password, key: value}}
+"#;
+    apply(&master, manifest);
+    let logs = || {
+        let agent_log = std::fs::read_to_string(agent.log_path()).unwrap_or_default();
+        format!("{}\n{agent_log}", master.log())
+    };
+    eventually("the pod's output", 60, &logs, || {
+        let (ok, out, _) = kubectl(&master, &["logs", "configured"]);
+        (ok && out.contains("hello s3cret")).then_some(())
+    });
+    let as_node = |name: &str| {
+        let mut command = master.command("kubectl", &["get", "secret", name, "-o", "name"]);
+        command.env("KUBECONFIG", &agent.kubeconfig);
+        master.run(command, "")
+    };
+    let (ok, out, err) = as_node("password");
+    assert!(ok && out.trim() == "secret/password", "{out}{err}");
+    let (ok, _, err) = as_node("unrelated");
+    assert!(!ok && err.contains("Forbidden"), "{err}");
 }

@@ -7,10 +7,9 @@
 //! them: `env` values may refer to them, the container's own variables of the same name win,
 //! and the rest are added after the container's.
 //!
-//! ConfigMaps and Secrets are read through the API with the node's credentials. Skiff's
-//! `system:node` role does not grant reading them cluster-wide (there is no node authorizer to
-//! limit a node to what its own pods use), so a reference fails with
-//! `CreateContainerConfigError` unless an operator grants the node that access.
+//! ConfigMaps and Secrets are read through the API with the node's credentials; the API
+//! server's node authorizer lets a node read exactly those its own pods reference. A missing
+//! one fails the container with `CreateContainerConfigError`, as the kubelet reports.
 
 use std::collections::{BTreeMap, HashMap};
 

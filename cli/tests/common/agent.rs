@@ -16,7 +16,7 @@ pub struct Agent {
     pub name: String,
     pub ip: String,
     pub root: PathBuf,
-    kubeconfig: PathBuf,
+    pub kubeconfig: PathBuf,
     extra: Vec<String>,
     _dir: tempfile::TempDir,
 }

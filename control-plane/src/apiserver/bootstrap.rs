@@ -115,8 +115,8 @@ fn defaults() -> Vec<(String, Value)> {
             vec![
                 rule(&[""], &["nodes"], &["create", "get", "list", "watch", "update", "patch"]),
                 rule(&[""], &["nodes/status", "pods/status"], &["patch", "update"]),
-                // Not secrets or configmaps: without a node authorizer that limits a node to what
-                // its own pods use, reading them cluster-wide would expose them all.
+                // Not secrets or configmaps: the node authorizer grants a node exactly those its
+                // own pods reference (`node_authorizer.rs`).
                 rule(&[""], &["pods", "services", "endpoints"], READ),
                 // Finishing graceful deletions (NodeRestriction: only its own pods).
                 rule(&[""], &["pods"], &["delete"]),

@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod auth;
 pub mod bootstrap;
 pub mod discovery;
+pub mod node_authorizer;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

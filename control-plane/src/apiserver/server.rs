@@ -588,6 +588,19 @@ fn authorize(server: &ApiServer, user: &User, verb: &str, target: &Target) -> Re
     if server.rbac_view().allows(user, &attributes) {
         return Ok(());
     }
+    // A node agent may read the ConfigMaps and Secrets its own pods use.
+    if target.subresource.is_none()
+        && super::node_authorizer::allows(
+            server,
+            user,
+            verb,
+            target.resource.plural,
+            target.namespace.as_deref(),
+            target.name.as_deref(),
+        )
+    {
+        return Ok(());
+    }
     let scope = match (&target.namespace, target.resource.namespaced) {
         (Some(namespace), true) => format!("in the namespace \"{namespace}\""),
         _ => "at the cluster scope".to_string(),
