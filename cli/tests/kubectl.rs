@@ -149,9 +149,19 @@ fn kubectl_manages_objects_with_default_validation() {
         "strategic merge keeps the env of the merged container"
     );
     // A patch that changes nothing writes nothing (kubectl sees the same resourceVersion).
+    // The Deployment controller may still be writing the object's status and annotations
+    // between kubectl's read and its patch, so allow it a few seconds to settle.
     let same = r#"{"spec":{"replicas":4}}"#;
-    let noop = master.ok(&["patch", "deploy", "web", "--type", "merge", "-p", same]);
-    assert_eq!(noop, "deployment.apps/web patched (no change)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let noop = master.ok(&["patch", "deploy", "web", "--type", "merge", "-p", same]);
+        if noop == "deployment.apps/web patched (no change)" {
+            break;
+        }
+        assert_eq!(noop, "deployment.apps/web patched", "{noop}");
+        assert!(Instant::now() < deadline, "a no-op patch kept changing the object");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // Pods: create, Table columns, label selectors, watch, delete.
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, labels: {app: db}}\n\
