@@ -89,3 +89,7 @@ const _: () = assert!(BACKUP_STREAM_CHUNK_BYTES < GRPC_SEND_BYTES_MAX);
 const _: () = assert!(BACKUP_STREAM_CHUNK_BYTES.is_multiple_of(BACKUP_ALIGNMENT_BYTES));
 /// Bytes of restored entries written per engine batch while restoring a backup.
 pub const RESTORE_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// How long a member that learns it was removed keeps serving before it stops, so answers in
+/// flight (a leader's reply to its own removal) still reach their clients.
+pub const REMOVED_MEMBER_STOP_DELAY_MS: u64 = 1_000;

@@ -364,6 +364,9 @@ async fn watch_for_removal(store: Store, removed: watch::Sender<bool>) {
         if is_removed {
             let member = format!("{:x}", store.member_id());
             tracing::warn!(%member, "this member was removed from the cluster");
+            // Let in-flight answers go out first: when a leader removes itself, the client
+            // that asked must still hear that the removal succeeded.
+            tokio::time::sleep(Duration::from_millis(limits::REMOVED_MEMBER_STOP_DELAY_MS)).await;
             let _ = removed.send(true);
             return;
         }
