@@ -93,3 +93,5 @@ pub const RESTORE_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// How long a member that learns it was removed keeps serving before it stops, so answers in
 /// flight (a leader's reply to its own removal) still reach their clients.
 pub const REMOVED_MEMBER_STOP_DELAY_MS: u64 = 1_000;
+/// How long a membership change waits for the previous one to commit before failing.
+pub const MEMBERSHIP_IN_PROGRESS_WAIT_MS: u64 = 5_000;

@@ -120,14 +120,28 @@ impl Store {
                 vec![ChangeMembers::SetNodes(BTreeMap::from([(id, node)]))]
             }
         };
+        use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
         for change in changes {
-            if let Err(error) = self.raft().change_membership(change, false).await {
-                return Err(match error {
-                    openraft::error::RaftError::APIError(
-                        openraft::error::ClientWriteError::ForwardToLeader(_),
-                    ) => StoreError::NotLeader,
-                    other => StoreError::Internal(format!("membership change: {other}")),
-                });
+            // A change waits, bounded, while the previous one is not committed yet (a leader
+            // just elected has not committed its first entry, or a joint step is finishing).
+            let patience =
+                std::time::Duration::from_millis(crate::limits::MEMBERSHIP_IN_PROGRESS_WAIT_MS);
+            let deadline = tokio::time::Instant::now() + patience;
+            loop {
+                match self.raft().change_membership(change.clone(), false).await {
+                    Ok(_) => break,
+                    Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                        ChangeMembershipError::InProgress(_),
+                    ))) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        return Err(StoreError::NotLeader)
+                    }
+                    Err(other) => {
+                        return Err(StoreError::Internal(format!("membership change: {other}")))
+                    }
+                }
             }
         }
         Ok(())
