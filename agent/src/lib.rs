@@ -1,13 +1,15 @@
 //! Node agent (Skiff's kubelet): registers its Node and renews its Lease, runs the pods bound to
 //! it through a container [`runtime`], probes them, reports their status, and serves their
-//! logs over HTTPS for the API server's `pods/log`. Pods get the node's address or loopback
-//! addresses of their own ([`network`]); the service [`proxy`] runs beside them.
+//! logs over HTTPS for the API server's `pods/log`. Pods get the node's address, loopback
+//! addresses of their own, or network namespaces of their own on a node bridge
+//! ([`network`]); the service [`proxy`] runs beside them.
 //!
 //! Entry point: [`run`], with a `kube::Client` the caller builds (the agent authenticates as
 //! `system:node:<name>` in group `system:nodes`, so the API server's NodeRestriction limits it
 //! to its own Node, Lease and pods).
 
 pub mod backoff;
+pub mod exec;
 pub mod host;
 pub mod limits;
 pub mod logs;
@@ -31,7 +33,7 @@ use std::time::Duration;
 use control_plane::apiserver::allocator::ServiceIpRange;
 use tokio::sync::watch;
 
-use crate::network::{PodAddressing, PodCidr, PodIpam, PodNetwork};
+use crate::network::{bridge, BridgeNetwork, PodAddressing, PodCidr, PodIpam, PodNetwork};
 use crate::proxy::{ProxyConfig, ProxyMode};
 use crate::runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
 use crate::runtime::{ContainerState, Runtime, RuntimeKind};
@@ -62,7 +64,7 @@ pub struct AgentConfig {
     pub shim_command: Vec<OsString>,
     /// The node Lease's duration (renewed every quarter of it).
     pub node_lease_duration_seconds: i32,
-    /// How pods are addressed (`--pod-network`, `--pod-cidr`).
+    /// How pods are addressed (`--pod-network`, `--pod-cidr`, `--pod-bridge`).
     pub pod_network: PodNetwork,
     /// The service proxy's mode (`--proxy-mode`); `None` runs no proxy.
     pub proxy_mode: Option<ProxyMode>,
@@ -119,12 +121,23 @@ fn check(config: &AgentConfig) -> Result<(), AgentError> {
     if config.node_ip.parse::<std::net::IpAddr>().is_err() {
         return Err(AgentError::Config(format!("--node-ip {:?} is not an IP", config.node_ip)));
     }
-    if let PodNetwork::Loopback { cidr } = config.pod_network {
-        if !cidr.is_loopback() {
+    match &config.pod_network {
+        PodNetwork::Loopback { cidr } if !cidr.is_loopback() => {
             return Err(AgentError::Config(format!(
                 "--pod-cidr {cidr} is not inside 127.0.0.0/8, which the loopback pod network needs"
             )));
         }
+        PodNetwork::Bridge { cidr, bridge: name } => {
+            if cidr.is_loopback() {
+                return Err(AgentError::Config(format!(
+                    "--pod-cidr {cidr} is a loopback range; the bridge pod network needs \
+                     another (e.g. 10.244.0.0/24)"
+                )));
+            }
+            bridge::check_interface_name(name)
+                .map_err(|e| AgentError::Config(format!("--pod-bridge: {e}")))?;
+        }
+        _ => {}
     }
     if config.node_lease_duration_seconds < 1 {
         return Err(AgentError::Config("the node lease duration must be at least 1 s".into()));
@@ -193,11 +206,14 @@ pub async fn run(
         lease_duration_seconds: config.node_lease_duration_seconds,
     };
     tracing::info!(node = %config.node_name, runtime = runtime.name(), "agent starting");
+    let pod_bridge = context.network.bridge().map(str::to_string);
     let proxy = config.proxy_mode.map(|mode| {
         let proxy_config = ProxyConfig {
             mode,
             node_addresses: config.node_ip.parse::<IpAddr>().into_iter().collect(),
             cluster_ip_range: config.service_cluster_ip_range,
+            service_interface: pod_bridge.as_ref().map(|_| bridge::SERVICE_INTERFACE.into()),
+            pod_bridge,
             ..ProxyConfig::default()
         };
         let (client, registry, stop) = (client.clone(), registry.clone(), stop.clone());
@@ -219,41 +235,101 @@ pub async fn run(
 }
 
 /// The pod network as it runs. Loopback: the Node's `spec.podCIDR` when it is a loopback
-/// range (read once at start; a Node not yet registered has none), else the configured range.
+/// range (read once at start; a Node not yet registered has none), else the configured
+/// range. Bridge: likewise with a range that is not loopback, after the capability check.
 async fn pod_addressing(
     client: &kube::Client,
     config: &AgentConfig,
 ) -> Result<PodAddressing, AgentError> {
-    let PodNetwork::Loopback { cidr: configured } = config.pod_network else {
-        tracing::info!(
-            node_ip = %config.node_ip,
-            "host pod network: pods use the node's address; two pods on one port collide"
-        );
-        return Ok(PodAddressing::Host);
+    let (configured, bridge_name) = match &config.pod_network {
+        PodNetwork::Host => return Ok(host_network(config)),
+        PodNetwork::Loopback { cidr } => (*cidr, None),
+        PodNetwork::Bridge { cidr, bridge } => match bridge_unavailable() {
+            Some(reason) => {
+                tracing::warn!(
+                    "bridge pod network unavailable ({reason}); FALLING BACK TO HOST NETWORKING: \
+                     pods share the node's address and port space"
+                );
+                return Ok(host_network(config));
+            }
+            None => (*cidr, Some(bridge.clone())),
+        },
     };
+    let bridged = bridge_name.is_some();
+    let cidr = assigned_cidr(client, config, bridged).await.unwrap_or(configured);
+    let mut reserved: Vec<std::net::Ipv4Addr> = config.node_ip.parse().into_iter().collect();
+    let Some(bridge_name) = bridge_name else {
+        let ipam = PodIpam::open(&config.root_dir, cidr, reserved)?;
+        tracing::info!(%cidr, "loopback pod network: each pod gets its own address");
+        return Ok(PodAddressing::Loopback(ipam));
+    };
+    reserved.push(bridge::gateway(&cidr));
+    let ipam = PodIpam::open(&config.root_dir, cidr, reserved)?;
+    // DNAT'd pod-to-Service-to-pod traffic is routed by this node; userspace ends it here.
+    let forwarding = matches!(
+        config.proxy_mode,
+        Some(ProxyMode::Nftables | ProxyMode::Iptables | ProxyMode::Auto)
+    );
+    let bridge = network::blocking(|| BridgeNetwork::start(ipam, &bridge_name, forwarding))?;
+    tracing::info!(
+        %cidr, bridge = %bridge_name, gateway = %bridge::gateway(&cidr),
+        "bridge pod network: each pod gets a network namespace of its own"
+    );
+    Ok(PodAddressing::Bridge(bridge))
+}
+
+fn host_network(config: &AgentConfig) -> PodAddressing {
+    tracing::warn!(
+        node_ip = %config.node_ip,
+        "host pod network: pods use the node's address and are not isolated; two pods on one \
+         port collide (--pod-network bridge gives each its own namespace)"
+    );
+    PodAddressing::Host
+}
+
+/// Why this agent cannot run the bridge pod network, if it cannot.
+fn bridge_unavailable() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let capabilities = bridge::effective_capabilities(&status).unwrap_or(0);
+    for (number, name) in
+        [(bridge::CAP_NET_ADMIN, "CAP_NET_ADMIN"), (bridge::CAP_SYS_ADMIN, "CAP_SYS_ADMIN")]
+    {
+        if !bridge::has_capability(capabilities, number) {
+            return Some(format!("the agent lacks {name}; run it as root"));
+        }
+    }
+    if !network::iproute::ip_available() {
+        return Some("iproute2's `ip` is not installed".into());
+    }
+    None
+}
+
+/// The Node's `spec.podCIDR`, when it suits the pod network (loopback or not, as `bridged`
+/// says).
+async fn assigned_cidr(
+    client: &kube::Client,
+    config: &AgentConfig,
+    bridged: bool,
+) -> Option<PodCidr> {
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     let assigned = match nodes.get_opt(&config.node_name).await {
-        Ok(node) => node.and_then(|n| n.spec?.pod_cidr),
+        Ok(node) => node.and_then(|n| n.spec?.pod_cidr)?,
         Err(error) => {
             tracing::warn!(%error, "cannot read the Node's podCIDR; using --pod-cidr");
+            return None;
+        }
+    };
+    match PodCidr::parse(&assigned) {
+        Ok(cidr) if cidr.is_loopback() != bridged => Some(cidr),
+        _ => {
+            let wanted = if bridged { "a non-loopback" } else { "a loopback" };
+            tracing::warn!(
+                pod_cidr = %assigned,
+                "the Node's podCIDR is not {wanted} IPv4 range; using --pod-cidr"
+            );
             None
         }
-    };
-    let cidr = match assigned.as_deref().map(PodCidr::parse) {
-        Some(Ok(cidr)) if cidr.is_loopback() => cidr,
-        Some(_) => {
-            tracing::warn!(
-                pod_cidr = ?assigned,
-                "the Node's podCIDR is not a loopback IPv4 range; using --pod-cidr"
-            );
-            configured
-        }
-        None => configured,
-    };
-    let reserved: Vec<std::net::Ipv4Addr> = config.node_ip.parse().into_iter().collect();
-    let ipam = PodIpam::open(&config.root_dir, cidr, reserved)?;
-    tracing::info!(%cidr, "loopback pod network: each pod gets its own address");
-    Ok(PodAddressing::Loopback(ipam))
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone); holds no borrow of the value, so

@@ -79,6 +79,18 @@ pub const SHIM_START_TIMEOUT_MS: u64 = 10_000;
 /// Output kept from an exec of a probe command or a start error message.
 pub const EXEC_OUTPUT_BYTES_MAX: usize = PROBE_OUTPUT_BYTES_MAX;
 
+/// `kubectl exec` sessions the agent serves at once; more are refused with 429.
+pub const EXEC_SESSIONS_MAX: usize = 64;
+/// Bytes of one WebSocket message an exec client may send (stdin chunks, resizes).
+pub const EXEC_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes read from an exec's stdout or stderr per message sent to the client.
+pub const EXEC_CHUNK_BYTES_MAX: usize = 32 * 1024;
+/// Terminal resizes queued for a runtime that has not applied the previous ones.
+pub const EXEC_RESIZES_BUFFERED: usize = 4;
+/// How long an exec's output may keep flowing after its process exited (a background child
+/// holding the pipe open) before the session ends anyway.
+pub const EXEC_OUTPUT_DRAIN_MS: u64 = 2_000;
+
 const _: () = assert!(POD_IPS_MAX >= PODS_MAX);
 const _: () = assert!(RESTART_BACKOFF_INITIAL_MS <= RESTART_BACKOFF_MAX_MS);
 const _: () = assert!(TERMINATION_GRACE_SECONDS_MIN >= 1);

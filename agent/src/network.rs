@@ -1,4 +1,4 @@
-//! The pod network: which address a pod gets.
+//! The pod network: which address a pod gets, and where it lives.
 //!
 //! - [`PodNetwork::Host`]: every pod shares the node's address (pod IP = node IP), as a
 //!   `hostNetwork` pod does in Kubernetes. Two pods listening on one port collide.
@@ -10,17 +10,33 @@
 //!   network namespace: a program is isolated only when it binds its pod IP (`$(POD_IP)` from
 //!   the downward API); one that binds `0.0.0.0` shares the host's port space as on host
 //!   networking. Agents sharing a machine need disjoint ranges.
+//! - [`PodNetwork::Bridge`] (kubenet's design): each such pod gets a network namespace of its
+//!   own, `skiff-<pod uid>` (bound at `/run/netns/`, as `ip netns add` does), joined to a node
+//!   bridge (`skiff0`) by a veth pair: the host end on the bridge, the other end `eth0` in the
+//!   namespace with the pod's address from the node's range (the Node's `spec.podCIDR` when
+//!   it is not a loopback range, else `--pod-cidr`), and a default route via the bridge,
+//!   which holds the range's first address. The process runtime starts containers (and
+//!   execs, exec probes) inside that namespace ([`netns`]), so pods bind any address and port
+//!   without colliding. It needs `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (mounting the namespace)
+//!   and iproute2's `ip`; without them the agent warns and falls back to host networking.
+//!   `net.ipv4.ip_forward` is turned on only with a rules proxy mode: traffic from a pod to a
+//!   Service is DNAT'd to another pod on the bridge and so routed (forwarded) by the node; the
+//!   userspace proxy ends connections in the agent and needs no forwarding. Pods reach the
+//!   node and each other, not other hosts (no masquerading to the outside).
 //!
 //! Addresses are allocated by [`PodIpam`] and recorded one file per address under
 //! `<root-dir>/network/ips/<ip>` (holding the pod's uid), as CNI's host-local plugin records
-//! them, so a restarted agent gives adopted pods the addresses they had. An address is released
-//! when its pod's worker cleans up, and addresses of pods gone while the agent was down are
-//! released after the first pod list.
+//! them, so a restarted agent gives adopted pods the addresses they had (and, on the bridge,
+//! finds their namespaces and veths again). An address is released, and a bridge pod's
+//! namespace and veth removed, when its pod's worker cleans up; those of pods gone while the
+//! agent was down go after the first pod list.
 //!
-//! Per-pod network namespaces (veth pairs on a bridge, needing `CAP_NET_ADMIN`) are not
-//! implemented.
-//!
-//! **Architecture invariant:** [`pick`] is pure; [`PodIpam`] alone touches the files.
+//! **Architecture invariant:** [`pick`] and [`bridge`] are pure; [`PodIpam`] alone touches
+//! the address files, [`iproute`] alone runs `ip`.
+
+pub mod bridge;
+pub mod iproute;
+pub mod netns;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -30,8 +46,14 @@ use std::sync::Mutex;
 use crate::limits::POD_IPS_MAX;
 use crate::runtime::Sandbox;
 
+pub use iproute::BridgeNetwork;
+pub use netns::pod_netns;
+
 /// The loopback pod range used when neither the flag nor the Node names one.
 pub const POD_CIDR_LOOPBACK_DEFAULT: &str = "127.244.0.0/16";
+/// The bridge pod range used when neither the flag nor the Node names one (flannel's first
+/// node range).
+pub const POD_CIDR_BRIDGE_DEFAULT: &str = "10.244.0.0/24";
 
 /// An IPv4 CIDR pods get their addresses from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +95,10 @@ impl PodCidr {
         (ip >= first && ip < first + self.size()).then(|| ip - first)
     }
 
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
     /// Whether the whole range lies in 127.0.0.0/8.
     pub fn is_loopback(&self) -> bool {
         self.prefix_len >= 8 && Ipv4Addr::from(self.network).is_loopback()
@@ -85,8 +111,8 @@ impl std::fmt::Display for PodCidr {
     }
 }
 
-/// How pods are addressed (`--pod-network`, `--pod-cidr`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How pods are addressed (`--pod-network`, `--pod-cidr`, `--pod-bridge`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum PodNetwork {
     /// Pods use the node's address.
     #[default]
@@ -94,6 +120,10 @@ pub enum PodNetwork {
     /// Pods get their own loopback address from `cidr`; a Node's `spec.podCIDR`, when it is
     /// a loopback range, takes precedence.
     Loopback { cidr: PodCidr },
+    /// Pods get a network namespace of their own on node bridge `bridge`, with an address
+    /// from `cidr` (a Node's `spec.podCIDR`, when it is not a loopback range, takes
+    /// precedence).
+    Bridge { cidr: PodCidr, bridge: String },
 }
 
 /// Why a pod got no address.
@@ -105,6 +135,8 @@ pub enum NetworkError {
     TooMany(usize),
     #[error("pod IP records in {path}: {reason}")]
     Io { path: PathBuf, reason: String },
+    #[error("bridge pod network: {0}")]
+    Setup(String),
 }
 
 /// The first free address of `cidr` at or after offset `start` (wrapping around), skipping
@@ -131,7 +163,8 @@ struct Allocations {
     next_offset: u64,
 }
 
-/// Pod address allocation for [`PodNetwork::Loopback`], persisted under the agent's root dir.
+/// Pod address allocation for [`PodNetwork::Loopback`] and [`PodNetwork::Bridge`], persisted
+/// under the agent's root dir.
 pub struct PodIpam {
     cidr: PodCidr,
     dir: PathBuf,
@@ -245,16 +278,31 @@ impl PodIpam {
     }
 }
 
-/// The agent's pod network as it runs: what `status.podIP` and the downward API say.
+/// The agent's pod network as it runs: what `status.podIP` and the downward API say, and
+/// (bridge) the pods' namespaces.
 pub enum PodAddressing {
     Host,
     Loopback(PodIpam),
+    Bridge(BridgeNetwork),
+}
+
+/// Runs `work`, which blocks for a few milliseconds (`ip` commands), without stalling the
+/// other tasks of a multi-threaded runtime (the agent's); elsewhere (tests) it just runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 impl PodAddressing {
-    /// The address of pod `uid`: a loopback one of its own when the runtime's sandbox shares
-    /// the host's network and the pod is not `hostNetwork`, else the sandbox's (the node's,
-    /// or one a runtime with its own networking gave it).
+    /// The address of pod `uid`: one of its own when the runtime's sandbox shares the host's
+    /// network and the pod is not `hostNetwork` (loopback, or on the bridge in a namespace
+    /// set up here), else the sandbox's (the node's, or one a runtime with its own
+    /// networking gave it).
     pub fn pod_ip(
         &self,
         uid: &str,
@@ -265,24 +313,40 @@ impl PodAddressing {
             PodAddressing::Loopback(ipam) if sandbox.host_network && !host_network_pod => {
                 ipam.allocate(uid).map(|ip| ip.to_string())
             }
+            PodAddressing::Bridge(bridge) if sandbox.host_network && !host_network_pod => {
+                blocking(|| bridge.attach(uid)).map(|ip| ip.to_string())
+            }
             _ => Ok(sandbox.pod_ip.clone()),
         }
     }
 
-    /// Releases the address of a pod that is gone.
+    /// Releases the address (and bridge namespace) of a pod that is gone.
     pub fn release(&self, uid: &str) {
-        if let PodAddressing::Loopback(ipam) = self {
-            ipam.release(uid);
+        match self {
+            PodAddressing::Host => {}
+            PodAddressing::Loopback(ipam) => ipam.release(uid),
+            PodAddressing::Bridge(bridge) => blocking(|| bridge.detach(uid)),
         }
     }
 
-    /// Releases the addresses of pods not in `keep` (after the first pod list).
+    /// Releases the addresses (and bridge namespaces) of pods not in `keep` (after the first
+    /// pod list).
     pub fn retain(&self, keep: &HashSet<String>) {
-        if let PodAddressing::Loopback(ipam) = self {
-            let released = ipam.retain(keep);
-            if released > 0 {
-                tracing::info!(released, "released the IPs of pods that are gone");
-            }
+        let released = match self {
+            PodAddressing::Host => 0,
+            PodAddressing::Loopback(ipam) => ipam.retain(keep),
+            PodAddressing::Bridge(bridge) => blocking(|| bridge.retain(keep)),
+        };
+        if released > 0 {
+            tracing::info!(released, "released the IPs of pods that are gone");
+        }
+    }
+
+    /// The bridge pods hang from, in bridge mode.
+    pub fn bridge(&self) -> Option<&str> {
+        match self {
+            PodAddressing::Bridge(bridge) => Some(bridge.bridge()),
+            _ => None,
         }
     }
 }

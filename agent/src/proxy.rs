@@ -9,24 +9,32 @@
 //!   ([`userspace`]). It serves ClusterIPs that are local addresses (a loopback service range
 //!   such as 127.95.0.0/24, where Linux routes all of 127/8 to `lo`) and NodePorts on the
 //!   configured node addresses. Non-local ClusterIPs cannot be bound; they are reported once
-//!   and need a rules mode.
+//!   and need a rules mode, or the service interface below.
 //! - `nftables` / `iptables`: DNAT rules in Skiff's own table (`ip skiff-proxy`) or chains
 //!   (`SKIFF-*` in the nat table), installed only for ClusterIPs inside the configured range
 //!   and for the node addresses, and removed on stop ([`rules`]). They need root and the
 //!   binary; when programming fails at start the proxy falls back to userspace.
 //! - `auto`: nftables, else iptables, where permitted; userspace otherwise.
 //!
+//! With the bridge pod network, every mode also puts the ClusterIPs (inside the service
+//! range) as /32s on a dummy interface, `skiff-svc0` (kube-proxy IPVS's `kube-ipvs0`; a
+//! bridge without ports where the kernel lacks the dummy driver): the userspace proxy can
+//! listen on them, and the node reaches them without a route to the service range. Pods
+//! reach them through their default gateway, the node. Addresses go with their Services,
+//! the interface when the proxy stops.
+//!
 //! [`service_env`] is the pure function behind pods' service environment variables.
 //!
 //! **Architecture invariant:** `model`, `env` and the rule renderers are pure; only `run`,
-//! `userspace::Userspace` and `rules::RulesProxy` do I/O.
+//! `userspace::Userspace` and `rules::RulesProxy` do I/O (and the service interface, through
+//! `network::iproute::ServiceAddresses`).
 
 pub mod env;
 pub mod model;
 pub mod rules;
 pub mod userspace;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use control_plane::apiserver::allocator::ServiceIpRange;
@@ -38,6 +46,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use tokio::sync::watch;
 
 pub use env::service_env;
+
+use crate::network::iproute::ServiceAddresses;
 
 /// Connections one frontend (service port) proxies at once in userspace mode; more wait in
 /// the listen backlog until one ends.
@@ -56,6 +66,9 @@ pub const PROXY_SYNC_PERIOD_MIN_MS: u64 = 100;
 pub const PROXY_SYNC_PERIOD_MAX_MS: u64 = 30_000;
 /// Longest a rules command (`nft`, `iptables-restore`) may run.
 pub const PROXY_RULES_COMMAND_TIMEOUT_MS: u64 = 10_000;
+/// ClusterIPs put on the service interface (a /24 service range holds 254; the default /12
+/// more than a node should carry as addresses).
+pub const SERVICE_ADDRESSES_MAX: usize = 4_096;
 const _: () = assert!(PROXY_SYNC_PERIOD_MIN_MS < PROXY_SYNC_PERIOD_MAX_MS);
 const _: () = assert!(PROXY_CONNECTIONS_PER_PORT_MAX >= 1 && PROXY_CONNECT_ATTEMPTS_MAX >= 1);
 
@@ -104,6 +117,11 @@ pub struct ProxyConfig {
     /// Words put before `nft` / `iptables-restore` / `iptables` (e.g. `ip netns exec NAME`
     /// to program another network namespace); empty: run them directly.
     pub rules_command_prefix: Vec<String>,
+    /// The dummy interface to hold ClusterIPs on (bridge pod network); `None`: none.
+    pub service_interface: Option<String>,
+    /// The bridge pods hang from (bridge pod network): nftables masquerades service traffic
+    /// arriving from it, so replies come back through the node.
+    pub pod_bridge: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -116,6 +134,8 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_millis(PROXY_CONNECT_TIMEOUT_MS),
             sync_period_min: Duration::from_millis(PROXY_SYNC_PERIOD_MIN_MS),
             rules_command_prefix: Vec::new(),
+            service_interface: None,
+            pod_bridge: None,
         }
     }
 }
@@ -236,9 +256,11 @@ pub async fn run(
     let mut events = std::pin::pin!(futures::stream::select(service_events, endpoint_events));
     let mode = resolve_mode(&config);
     let mut programmer = match mode {
-        ProxyMode::Nftables | ProxyMode::Iptables => {
-            Programmer::Rules(rules::RulesProxy::new(mode, config.rules_command_prefix.clone()))
-        }
+        ProxyMode::Nftables | ProxyMode::Iptables => Programmer::Rules(rules::RulesProxy::new(
+            mode,
+            config.rules_command_prefix.clone(),
+            config.pod_bridge.clone(),
+        )),
         _ => Programmer::Userspace(userspace::Userspace::new(&config, metrics.clone(), &stop)),
     };
     tracing::info!(mode = programmer.mode_name(), "service proxy starting");
@@ -261,6 +283,7 @@ pub async fn run(
                     last_sync = Instant::now();
                     continue;
                 }
+                sync_service_addresses(&config, &services).await;
                 sync(&mut programmer, &config, &services, &endpoints, &metrics, &stop).await;
                 dirty = false;
                 last_sync = Instant::now();
@@ -270,6 +293,10 @@ pub async fn run(
     match &mut programmer {
         Programmer::Userspace(userspace) => userspace.shutdown(),
         Programmer::Rules(rules) => rules.cleanup().await,
+    }
+    if let Some(interface) = config.service_interface.clone() {
+        let remove = move || ServiceAddresses::new(&interface).remove();
+        let _ = tokio::task::spawn_blocking(remove).await;
     }
     metrics.programmed.reset();
     tracing::info!("service proxy stopped");
@@ -286,6 +313,37 @@ fn stores_ready(services: &Store<Service>, endpoints: &Store<Endpoints>) -> bool
     use futures::FutureExt;
     services.wait_until_ready().now_or_never().is_some()
         && endpoints.wait_until_ready().now_or_never().is_some()
+}
+
+/// The ClusterIPs the service interface holds: IPv4, inside the service range (none without
+/// one), not loopback (127/8 is local already).
+pub fn service_addresses(
+    services: &[std::sync::Arc<Service>],
+    config: &ProxyConfig,
+) -> Vec<Ipv4Addr> {
+    let Some(range) = &config.cluster_ip_range else { return Vec::new() };
+    let mut addresses: Vec<Ipv4Addr> = services
+        .iter()
+        .filter_map(|s| s.spec.as_ref()?.cluster_ip.as_deref()?.parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback() && range.offset(*ip).is_some())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses.truncate(SERVICE_ADDRESSES_MAX);
+    addresses
+}
+
+/// Puts the ClusterIPs on the service interface, when there is one (before the listeners
+/// that bind them).
+async fn sync_service_addresses(config: &ProxyConfig, services: &Store<Service>) {
+    let Some(interface) = config.service_interface.clone() else { return };
+    let wanted = service_addresses(&services.state(), config);
+    let sync = move || ServiceAddresses::new(&interface).sync(&wanted);
+    match tokio::task::spawn_blocking(sync).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "cannot put ClusterIPs on the service interface"),
+        Err(error) => tracing::warn!(%error, "service interface sync failed"),
+    }
 }
 
 /// One sync: the routes from the stores, programmed. A rules mode that fails on its first
@@ -335,4 +393,35 @@ async fn sync(
         }
     }
     metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_interface_holds_cluster_ips_inside_the_range_only() {
+        let service = |cluster_ip: &str| {
+            let value = serde_json::json!({"metadata": {"name": "s", "namespace": "a"},
+                "spec": {"clusterIP": cluster_ip, "ports": [{"port": 80}]}});
+            std::sync::Arc::new(serde_json::from_value::<Service>(value).unwrap())
+        };
+        let services: Vec<_> = ["10.96.0.20", "None", "10.97.0.1", "10.96.0.3", "10.96.0.20"]
+            .into_iter()
+            .map(service)
+            .collect();
+        let config = ProxyConfig {
+            cluster_ip_range: Some(ServiceIpRange::parse("10.96.0.0/24").unwrap()),
+            ..ProxyConfig::default()
+        };
+        let expected: Vec<Ipv4Addr> =
+            vec!["10.96.0.3".parse().unwrap(), "10.96.0.20".parse().unwrap()];
+        assert_eq!(service_addresses(&services, &config), expected);
+        let loopback = ProxyConfig {
+            cluster_ip_range: Some(ServiceIpRange::parse("127.96.0.0/24").unwrap()),
+            ..ProxyConfig::default()
+        };
+        assert!(service_addresses(&[service("127.96.0.9")], &loopback).is_empty());
+        assert!(service_addresses(&services, &ProxyConfig::default()).is_empty(), "no range");
+    }
 }

@@ -7,7 +7,8 @@
 //! user is `kube-apiserver-kubelet-client` or who is in group `system:masters` (what the API
 //! server presents when it proxies `pods/log`), or the bearer token the caller configured.
 //! Other users of the cluster CA (nodes, controllers) are refused. `/healthz` needs nothing.
-//! `exec`, `attach` and `portForward` answer 501.
+//! `/exec/{namespace}/{pod}/{container}` upgrades to a WebSocket for `kubectl exec` (see
+//! [`crate::exec`]); `attach` and `portForward` answer 501.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,9 +24,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::exec;
 use crate::limits::{
-    LOG_RESPONSE_CHUNKS_BUFFERED, SERVER_CONNECTIONS_MAX, SERVER_HANDSHAKE_TIMEOUT_MS,
-    SERVER_HEADER_READ_TIMEOUT_MS,
+    EXEC_SESSIONS_MAX, LOG_RESPONSE_CHUNKS_BUFFERED, SERVER_CONNECTIONS_MAX,
+    SERVER_HANDSHAKE_TIMEOUT_MS, SERVER_HEADER_READ_TIMEOUT_MS,
 };
 use crate::logs::{self, LogQuery};
 use crate::pod::NodeContext;
@@ -58,6 +60,8 @@ struct Shared {
     node: Arc<NodeContext>,
     registry: prometheus::Registry,
     token: Option<String>,
+    /// Exec sessions running (at most [`EXEC_SESSIONS_MAX`]).
+    exec_sessions: Arc<tokio::sync::Semaphore>,
 }
 
 fn tls_config(config: &ServerConfig) -> Result<rustls::ServerConfig, AgentError> {
@@ -116,7 +120,12 @@ pub async fn start(
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| AgentError::Listen { address: config.listen, reason: e.to_string() })?;
-    let shared = Arc::new(Shared { node, registry, token: config.token });
+    let shared = Arc::new(Shared {
+        node,
+        registry,
+        token: config.token,
+        exec_sessions: Arc::new(tokio::sync::Semaphore::new(EXEC_SESSIONS_MAX)),
+    });
     tracing::info!(address = %config.listen, "agent server listening");
     Ok(tokio::spawn(accept_loop(listener, acceptor, shared, stop)))
 }
@@ -159,7 +168,9 @@ async fn accept_loop(
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_millis(SERVER_HEADER_READ_TIMEOUT_MS));
-            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            let connection = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades();
             let mut stop = stop;
             tokio::select! {
                 _ = connection => {}
@@ -176,6 +187,7 @@ fn status_response(code: StatusCode, message: &str) -> Response<Body> {
         StatusCode::UNAUTHORIZED => "Unauthorized",
         StatusCode::FORBIDDEN => "Forbidden",
         StatusCode::NOT_IMPLEMENTED => "NotImplemented",
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
         _ => "InternalError",
     };
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -229,7 +241,8 @@ async fn handle(
     {
         return status_response(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let path_copy = path.clone();
+    let segments: Vec<&str> = path_copy.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["metrics"] => {
             let mut text = String::new();
@@ -244,12 +257,107 @@ async fn handle(
             let query = request.uri().query().unwrap_or("");
             container_logs(shared, namespace, pod, container, query).await
         }
+        ["exec", namespace, pod, container] => {
+            let (namespace, pod, container) =
+                (namespace.to_string(), pod.to_string(), container.to_string());
+            exec(shared, &namespace, &pod, &container, request).await
+        }
         ["exec" | "attach" | "portForward" | "run", ..] => status_response(
             StatusCode::NOT_IMPLEMENTED,
-            "exec, attach and port-forward are not supported by this node agent yet",
+            "attach and port-forward are not supported by this node agent yet",
         ),
         _ => status_response(StatusCode::NOT_FOUND, &format!("no handler for {path}")),
     }
+}
+
+/// The pod's uid, if it runs on this node.
+fn pod_uid(shared: &Shared, namespace: &str, pod: &str) -> Option<String> {
+    let pods = shared.node.pods.read().expect("pod index");
+    pods.get(&(namespace.to_string(), pod.to_string())).cloned()
+}
+
+fn header<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `kubectl exec`: checks the request, answers 101 and runs the exec over the WebSocket.
+async fn exec(
+    shared: &Shared,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
+    let bad = |message: &str| status_response(StatusCode::BAD_REQUEST, message);
+    let exec_request = match exec::parse_request(request.uri().query().unwrap_or("")) {
+        Ok(parsed) => parsed,
+        Err(message) => return bad(&message),
+    };
+    let websocket =
+        header(&request, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = header(&request, "sec-websocket-key").map(str::to_string);
+    let (true, Some(key)) = (websocket, key) else {
+        return bad(
+            "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is \
+             not supported",
+        );
+    };
+    let Some(protocol) = header(&request, "sec-websocket-protocol").and_then(exec::choose_protocol)
+    else {
+        return bad(&format!(
+            "no supported WebSocket subprotocol offered; this agent speaks {}",
+            exec::PROTOCOLS.join(" and ")
+        ));
+    };
+    let Some(uid) = pod_uid(shared, namespace, pod) else {
+        return status_response(
+            StatusCode::NOT_FOUND,
+            &format!("pod \"{pod}\" in namespace \"{namespace}\" is not running on this node"),
+        );
+    };
+    let runtime = shared.node.runtime.clone();
+    let running = match runtime.list_containers(Some(&uid)).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|c| c.name == container && c.is_running())
+            .max_by_key(|c| c.attempt),
+        Err(error) => {
+            return status_response(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
+        }
+    };
+    let Some(target) = running else {
+        return bad(&format!("container \"{container}\" in pod \"{pod}\" is not running"));
+    };
+    let Ok(permit) = shared.exec_sessions.clone().try_acquire_owned() else {
+        return status_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("this node already runs {EXEC_SESSIONS_MAX} exec sessions"),
+        );
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut request);
+    let (pod, container) = (pod.to_string(), container.to_string());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%pod, %error, "exec upgrade failed");
+                return;
+            }
+        };
+        tracing::info!(%pod, %container, command = ?exec_request.command, "exec");
+        let started = runtime.exec_stream(&target.id, &exec_request).await;
+        exec::pump(hyper_util::rt::TokioIo::new(upgraded), protocol, started).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", protocol)
+        .body(Body::empty())
+        .expect("valid response")
 }
 
 /// The attempts (`<n>.log`) a container's log directory holds, ascending.

@@ -24,6 +24,7 @@ pub enum RuntimeFlag {
 pub enum PodNetworkFlag {
     Host,
     Loopback,
+    Bridge,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,7 +54,8 @@ pub struct AgentFlags {
     /// The Node's name (default: this host's name).
     #[arg(long)]
     node_name: Option<String>,
-    /// `process` (containers are host processes) or `docker` (not implemented yet).
+    /// `process` (containers are host processes) or `docker` (Docker Engine on its unix
+    /// socket).
     #[arg(long, value_enum, default_value = "process")]
     runtime: RuntimeFlag,
     /// Where container state and logs live; a restarted agent adopts what runs there.
@@ -64,13 +66,18 @@ pub struct AgentFlags {
     node_ip: IpAddr,
     /// `host`: pods use the node's IP. `loopback`: each pod gets its own IP from `--pod-cidr`
     /// (or the Node's spec.podCIDR), isolated only for programs that bind it ($(POD_IP)).
+    /// `bridge`: each pod gets a network namespace of its own on a node bridge, with an IP
+    /// from `--pod-cidr` (needs CAP_NET_ADMIN and `ip`; else host networking, with a warning).
     #[arg(long, value_enum, default_value = "host")]
     pod_network: PodNetworkFlag,
-    /// The loopback range pods get their IPs from (inside 127.0.0.0/8); agents sharing a
-    /// machine need disjoint ranges.
-    #[arg(long, default_value = agent::network::POD_CIDR_LOOPBACK_DEFAULT,
-        value_parser = agent::network::PodCidr::parse)]
-    pod_cidr: agent::network::PodCidr,
+    /// The range pods get their IPs from: inside 127.0.0.0/8 for `loopback` (default
+    /// 127.244.0.0/16; agents sharing a machine need disjoint ranges), outside it for
+    /// `bridge` (default 10.244.0.0/24; the bridge holds its first address).
+    #[arg(long, value_parser = agent::network::PodCidr::parse)]
+    pod_cidr: Option<agent::network::PodCidr>,
+    /// The node bridge of the `bridge` pod network.
+    #[arg(long, default_value = agent::network::bridge::BRIDGE_NAME_DEFAULT)]
+    pod_bridge: String,
     /// How the service proxy routes Services: `userspace` (listeners in the agent), `nftables`
     /// or `iptables` (DNAT rules; root), `auto` (rules where permitted), `off` (no proxy).
     #[arg(long, value_enum, default_value = "userspace")]
@@ -91,6 +98,37 @@ pub struct AgentFlags {
     /// The node Lease's duration; it is renewed every quarter of it.
     #[arg(long, default_value_t = agent::limits::NODE_LEASE_DURATION_SECONDS_DEFAULT)]
     node_lease_duration_seconds: i32,
+}
+
+/// The pod network `--pod-network`, `--pod-cidr` and `--pod-bridge` describe.
+pub fn pod_network(
+    flag: PodNetworkFlag,
+    cidr: Option<agent::network::PodCidr>,
+    bridge: String,
+) -> agent::network::PodNetwork {
+    use agent::network::{PodCidr, PodNetwork, POD_CIDR_BRIDGE_DEFAULT, POD_CIDR_LOOPBACK_DEFAULT};
+    let default = |text: &str| PodCidr::parse(text).expect("default pod CIDR");
+    match flag {
+        PodNetworkFlag::Host => PodNetwork::Host,
+        PodNetworkFlag::Loopback => PodNetwork::Loopback {
+            cidr: cidr.unwrap_or_else(|| default(POD_CIDR_LOOPBACK_DEFAULT)),
+        },
+        PodNetworkFlag::Bridge => PodNetwork::Bridge {
+            cidr: cidr.unwrap_or_else(|| default(POD_CIDR_BRIDGE_DEFAULT)),
+            bridge,
+        },
+    }
+}
+
+/// The proxy mode `--proxy-mode` names (`None`: no proxy).
+pub fn proxy_mode(flag: ProxyModeFlag) -> Option<ProxyMode> {
+    match flag {
+        ProxyModeFlag::Userspace => Some(ProxyMode::Userspace),
+        ProxyModeFlag::Nftables => Some(ProxyMode::Nftables),
+        ProxyModeFlag::Iptables => Some(ProxyMode::Iptables),
+        ProxyModeFlag::Auto => Some(ProxyMode::Auto),
+        ProxyModeFlag::Off => None,
+    }
 }
 
 #[derive(Args)]
@@ -207,17 +245,8 @@ pub async fn run_agent(flags: AgentFlags) -> anyhow::Result<()> {
     config.client_ca_pem = ca;
     config.server_token = flags.server_token;
     config.node_lease_duration_seconds = flags.node_lease_duration_seconds;
-    config.pod_network = match flags.pod_network {
-        PodNetworkFlag::Host => agent::network::PodNetwork::Host,
-        PodNetworkFlag::Loopback => agent::network::PodNetwork::Loopback { cidr: flags.pod_cidr },
-    };
-    config.proxy_mode = match flags.proxy_mode {
-        ProxyModeFlag::Userspace => Some(ProxyMode::Userspace),
-        ProxyModeFlag::Nftables => Some(ProxyMode::Nftables),
-        ProxyModeFlag::Iptables => Some(ProxyMode::Iptables),
-        ProxyModeFlag::Auto => Some(ProxyMode::Auto),
-        ProxyModeFlag::Off => None,
-    };
+    config.pod_network = pod_network(flags.pod_network, flags.pod_cidr, flags.pod_bridge);
+    config.proxy_mode = proxy_mode(flags.proxy_mode);
     config.service_cluster_ip_range = Some(flags.service_cluster_ip_range);
     let registry = prometheus::Registry::new();
     let (stop, stopped) = tokio::sync::watch::channel(false);

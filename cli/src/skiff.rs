@@ -338,10 +338,23 @@ struct UpFlags {
     /// proxy can serve them without root.
     #[arg(long, default_value = "127.96.0.0/16")]
     service_cluster_ip_range: String,
-    /// Pods get their own loopback addresses from this range (programs bind `$POD_IP`); it
-    /// must lie in 127.0.0.0/8.
-    #[arg(long, default_value = agent::network::POD_CIDR_LOOPBACK_DEFAULT)]
-    pod_cidr: String,
+    /// `loopback`: pods get their own loopback addresses from `--pod-cidr` (programs bind
+    /// `$POD_IP`; no root needed). `bridge`: each pod gets a network namespace of its own on
+    /// a node bridge (needs CAP_NET_ADMIN and `ip`; else host networking, with a warning).
+    /// `host`: pods use the node's address.
+    #[arg(long, value_enum, default_value = "loopback")]
+    pod_network: crate::node_agent::PodNetworkFlag,
+    /// The range pods get their addresses from: inside 127.0.0.0/8 for `loopback` (default
+    /// 127.244.0.0/16), outside it for `bridge` (default 10.244.0.0/24).
+    #[arg(long, value_parser = agent::network::PodCidr::parse)]
+    pod_cidr: Option<agent::network::PodCidr>,
+    /// The node bridge of the `bridge` pod network.
+    #[arg(long, default_value = agent::network::bridge::BRIDGE_NAME_DEFAULT)]
+    pod_bridge: String,
+    /// How the agent's service proxy routes Services: `userspace`, `nftables`, `iptables`,
+    /// `auto` or `off` (as `skiff agent --proxy-mode`).
+    #[arg(long, value_enum, default_value = "userspace")]
+    proxy_mode: crate::node_agent::ProxyModeFlag,
 }
 
 /// The master flags `skiff up` runs with, parsed as if typed (so defaults stay in one place).
@@ -387,9 +400,9 @@ async fn run_up(flags: UpFlags) -> anyhow::Result<()> {
     config.root_dir = flags.data_dir.join("agent");
     config.listen = std::net::SocketAddr::new(flags.address, 10250);
     config.client_ca_pem = Some(running.api.ca_pem().to_string());
-    config.pod_network = agent::network::PodNetwork::Loopback {
-        cidr: agent::network::PodCidr::parse(&flags.pod_cidr).map_err(anyhow::Error::msg)?,
-    };
+    config.pod_network =
+        crate::node_agent::pod_network(flags.pod_network, flags.pod_cidr, flags.pod_bridge.clone());
+    config.proxy_mode = crate::node_agent::proxy_mode(flags.proxy_mode);
     config.service_cluster_ip_range = Some(
         control_plane::apiserver::allocator::ServiceIpRange::parse(&flags.service_cluster_ip_range)
             .map_err(anyhow::Error::msg)?,

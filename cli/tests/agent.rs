@@ -1,7 +1,8 @@
 //! Real node agents (`skiff agent`, process runtime) on a real `skiff master`, driven with
 //! kubectl: pods run and report Kubernetes' status, logs stream through the API server,
 //! crashing containers back off, probes restart and ready containers, deletion is graceful,
-//! a restarted agent adopts its containers, and a dead node's pods move to another node.
+//! a restarted agent adopts its containers, a changed image replaces its container, and a
+//! dead node's pods move to another node.
 //! Addresses: 127.0.94.1 (master), .2 and .3 (agents); 127.0.94.4 and .5 for the limits test,
 //! .6 and .7 for the node authorizer's.
 
@@ -234,6 +235,31 @@ fn agents_run_probe_log_terminate_adopt_and_evict_pods() {
     assert_eq!(main_again["restartCount"], 0);
     assert_eq!(main_again["containerID"], main["containerID"]);
     assert_eq!(main_again["state"]["running"]["startedAt"], main["state"]["running"]["startedAt"]);
+
+    // A container whose spec changes in place (a new image) is replaced at once.
+    let (ok, _, err) = kubectl(&master, &["set", "image", "pod/hello", "main=/bin/sh"]);
+    assert!(ok, "set image: {err}");
+    let replaced = eventually("hello's container replaced", 30, &logs, || {
+        pod(&master, "hello").filter(|p| {
+            let status = container_status(p);
+            status["restartCount"] == 1 && status["state"]["running"].is_object()
+        })
+    });
+    let replaced = container_status(&replaced);
+    assert_ne!(replaced["containerID"], main["containerID"]);
+    assert_eq!(replaced["image"], "/bin/sh");
+    let (_, events, _) = kubectl(
+        &master,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=hello",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    );
+    assert!(events.contains("Container main definition changed, will be restarted"), "{events}");
 
     // A dead node's pods are evicted and the Deployment's replicas run on another node.
     let second = Agent::start(&master, "n2", "127.0.94.3", &[]);

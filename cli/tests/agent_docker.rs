@@ -196,6 +196,14 @@ spec:
   - name: main
     image: skiff-docker-absent:v1
     imagePullPolicy: Never
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: unpullable}}
+spec:
+  containers:
+  - name: main
+    image: 127.0.0.1:9/skiff-docker-absent:v1
 "#
     )
 }
@@ -260,6 +268,40 @@ fn docker_agent_runs_restarts_refuses_adopts_and_deletes_pods() {
     });
     let waiting = &status_of(&never, "main")["state"]["waiting"];
     assert_eq!(waiting["reason"], "ErrImageNeverPull", "{never}");
+
+    // An image that must be pulled from a registry that does not answer (a closed loopback
+    // port): the kubelet's Pulling event, then the failure, then the back-off.
+    eventually("unpullable backs off", &logs, || {
+        let (ok, out, _) = kubectl(
+            &master,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=unpullable",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+            ],
+        );
+        (ok && out.contains("Pulling: Pulling image \"127.0.0.1:9/skiff-docker-absent:v1\"")
+            && out.contains("Failed: Failed to pull image \"127.0.0.1:9/")
+            && out.contains("Failed: Error: ErrImagePull"))
+        .then_some(())
+    });
+
+    // kubectl exec through Docker's exec API: output, and the exit code.
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "pair", "-c", "server", "--"];
+        all.extend_from_slice(args);
+        let output = master.command("kubectl", &all).output().expect("kubectl exec");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (output.status.code(), text(&output.stdout), text(&output.stderr))
+    };
+    let (code, out, err) = exec(&["/tool", "fetch", "8080"]);
+    assert_eq!(code, Some(0), "{out}\n{err}\n{}", logs());
+    assert!(out.contains("hello-from-server"), "{out}");
+    let (code, _, err) = exec(&["/tool", "exit", "5"]);
+    assert_eq!(code, Some(5), "{err}");
 
     // A restarted agent adopts the running server: same container, no restart.
     let server_id = status_of(&pair, "server")["containerID"].clone();

@@ -67,14 +67,21 @@ async fn transcript(cluster: &Cluster) -> Vec<String> {
     let mut lines = Vec::new();
     for (endpoint, args, stdin) in steps {
         let (ok, stdout, stderr) = etcdctl(endpoint, &args, stdin);
-        // etcdctl's client logs its retries as JSON lines with times and client ids.
+        // etcdctl's client logs its retries as JSON lines with times and client ids. etcd
+        // lists alarms in Go map order (random), so a list of alarms is compared sorted.
         let named = |s: &str| {
-            s.lines()
+            let mut lines: Vec<String> = s
+                .lines()
                 .filter(|line| !line.starts_with("{\"level\":"))
-                .map(|line| format!("{line}\n"))
-                .collect::<String>()
-                .replace(&format!("memberID:{first_id} "), "memberID:<first> ")
-                .replace(&format!("memberID:{second_id} "), "memberID:<second> ")
+                .map(|line| {
+                    line.replace(&format!("memberID:{first_id} "), "memberID:<first> ")
+                        .replace(&format!("memberID:{second_id} "), "memberID:<second> ")
+                })
+                .collect();
+            if lines.iter().all(|line| line.starts_with("memberID:")) {
+                lines.sort();
+            }
+            lines.iter().map(|line| format!("{line}\n")).collect::<String>()
         };
         lines.push(format!(
             "$ {} -> ok={ok}\n{}{}",

@@ -236,24 +236,8 @@ fn kubectl_manages_objects_with_default_validation() {
     ] {
         assert!(metrics.contains(series), "{series} missing from /metrics");
     }
-    use std::io::Write;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by cargo xtask test (Debian's prometheus)");
     // `ok` trims the output; the exposition format ends with a newline.
-    let exposition = format!("{metrics}\n");
-    promtool.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("write");
-    let checked = promtool.wait_with_output().expect("promtool");
-    assert!(
-        checked.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    common::promtool_check(&format!("{metrics}\n"));
 }
 
 #[test]

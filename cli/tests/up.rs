@@ -1,7 +1,10 @@
 //! `skiff up` (a whole cluster in one process) with the README's examples, driven by real
 //! kubectl: the web Deployment serves through its Service's ClusterIP and NodePort from both
 //! replicas, the DaemonSet runs on the node and logs, the crash-looping pod backs off, and
-//! deleting the examples stops their processes.
+//! deleting the examples stops their processes. `kubectl exec` (WebSocket v5), the Python
+//! client's exec (v4) and a terminal session reach a web pod's container.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -23,41 +26,14 @@ impl Drop for Up {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Pods' processes outlive `skiff up` by design: end the ones this test started.
-        kill_shims_under(self.dir.path());
-    }
-}
-
-/// Kills every container shim whose command line names a path under `dir`, with its
-/// children's process groups (each container runs in a group of its own).
-fn kill_shims_under(dir: &std::path::Path) {
-    let dir = dir.display().to_string();
-    let processes: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
-        })
-        .collect();
-    for (shim, _, cmdline) in &processes {
-        if !(cmdline.contains("container-shim") && cmdline.contains(&dir)) {
-            continue;
-        }
-        for (child, _, _) in processes.iter().filter(|(_, parent, _)| parent == shim) {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{child}")]).status();
-        }
-        let _ = Command::new("kill").args(["-KILL", &shim.to_string()]).status();
+        common::agent::kill_shims_under(self.dir.path());
     }
 }
 
@@ -165,6 +141,8 @@ fn skiff_up_runs_the_examples() {
         up.eventually(30, "the NodePort answering", || http_get(&format!("{IP}:30080")));
     assert!(by_node_port.starts_with("hello from web-"), "{by_node_port}");
 
+    exec_works(&up);
+
     // The DaemonSet runs one pod on the node, which logs the node's name.
     up.ok(&["apply", "-f", &example("daemonset.yaml")]);
     up.ok(&["rollout", "status", "daemonset/node-logger", "--timeout=60s"]);
@@ -200,4 +178,72 @@ fn skiff_up_runs_the_examples() {
         up.ok(&["get", "pods", "-o", "name"]).is_empty().then_some(())
     });
     assert!(http_get(&format!("{cluster_ip}:80")).is_none(), "the Service is gone");
+}
+
+/// Runs `program args` with `stdin` fed in; (exit code, stdout, stderr).
+fn run_with_input(up: &Up, program: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(program)
+        .env("KUBECONFIG", up.kubeconfig())
+        .env("KUBECACHEDIR", up.cache.path())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(program);
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect(program);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+fn exec_works(up: &Up) {
+    let pod = up.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"]);
+    // Output on both streams, the container's environment, and the exit code.
+    let script = "echo out $POD_NAME; echo err >&2; exit 3";
+    let (code, out, err) =
+        run_with_input(up, "kubectl", &["exec", &pod, "--", "sh", "-c", script], "");
+    assert_eq!(code, 3, "kubectl exec exit code\n{out}\n{err}\n{}", up.log());
+    assert_eq!(out.trim(), format!("out {pod}"), "{err}");
+    assert!(err.contains("err"), "{err}");
+    // stdin reaches the command and its end is seen (v5's close signal).
+    let (code, out, err) =
+        run_with_input(up, "kubectl", &["exec", "-i", &pod, "--", "wc", "-l"], "a\nb\nc\n");
+    assert_eq!((code, out.trim()), (0, "3"), "{err}");
+    // A container that does not exist is refused by the API server, naming the choices.
+    let (ok, _, err) = up.kubectl(&["exec", &pod, "-c", "nope", "--", "true"]);
+    assert!(!ok && err.contains("container nope is not valid"), "{err}");
+    // A terminal: the command runs on a pty with the size the client sends.
+    let python = format!(
+        r#"
+from kubernetes import client, config
+from kubernetes.stream import stream
+# On a terminal (the input echoed back), after the first line, the size the client sent.
+WAIT_FOR_SIZE = ("test -t 0 && read x && for i in $(seq 50); do s=$(stty size); "
+                 "[ \"$s\" = '11 77' ] && break; sleep 0.1; done; echo $s")
+config.load_kube_config()
+api = client.CoreV1Api()
+out = stream(api.connect_get_namespaced_pod_exec, "{pod}", "default",
+             command=["sh", "-c", "echo py-$POD_NAME; cat /proc/self/cgroup >/dev/null"],
+             stderr=True, stdin=False, stdout=True, tty=False)
+print(out.strip())
+ws = stream(api.connect_get_namespaced_pod_exec, "{pod}", "default",
+            command=["sh", "-c", WAIT_FOR_SIZE], stderr=True, stdin=True,
+            stdout=True, tty=True, _preload_content=False)
+ws.write_channel(4, '{{"Width": 77, "Height": 11}}')
+ws.write_stdin("go\n")
+import time
+seen = ""
+deadline = time.time() + 10
+while ws.is_open() and time.time() < deadline:
+    ws.update(timeout=1)
+    seen += ws.read_stdout() if ws.peek_stdout() else ""
+print("tty:", seen.strip().splitlines()[-1], ws.returncode)
+"#
+    );
+    let (code, out, err) = run_with_input(up, "python3", &["-c", &python], "");
+    assert_eq!(code, 0, "python exec\n{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first().copied(), Some(format!("py-{pod}").as_str()), "{out}");
+    assert_eq!(lines.get(1).copied(), Some("tty: 11 77 0"), "{out}\n{err}");
 }

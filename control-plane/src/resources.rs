@@ -11,6 +11,8 @@ pub enum Subresource {
     Scale,
     Binding,
     Log,
+    /// `pods/<name>/exec`: a WebSocket to a command in a container.
+    Exec,
     /// `serviceaccounts/<name>/token`: TokenRequest.
     Token,
 }
@@ -22,6 +24,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Exec => "exec",
             Subresource::Token => "token",
         }
     }
@@ -137,7 +140,7 @@ pub static RESOURCES: &[Resource] = &[
         "io.k8s.api.core.v1.Namespace", short: ["ns"], categories: [], sub: [Status],
         status: true),
     resource!("", "v1", Pod, "pods", "pod", true, core::Pod, "io.k8s.api.core.v1.Pod",
-        short: ["po"], categories: ["all"], sub: [Status, Binding, Log], status: true),
+        short: ["po"], categories: ["all"], sub: [Status, Binding, Log, Exec], status: true),
     resource!("", "v1", Node, "nodes", "node", false, core::Node, "io.k8s.api.core.v1.Node",
         short: ["no"], categories: [], sub: [Status], status: true),
     resource!("", "v1", Service, "services", "service", true, core::Service,

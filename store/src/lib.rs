@@ -19,6 +19,7 @@ pub mod node;
 mod peer;
 pub mod proto;
 pub mod raft;
+pub mod read_index;
 pub mod server;
 pub mod watch;
 

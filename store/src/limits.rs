@@ -20,8 +20,13 @@ pub const PROPOSAL_QUEUE_LEN_MAX: usize = 4096;
 pub const PROPOSAL_BATCH_LEN_MAX: usize = 256;
 /// Bytes of requests folded into one Raft entry.
 pub const PROPOSAL_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
-/// Raft entries proposed but not yet applied at once (the pipeline depth).
-pub const PROPOSALS_IN_FLIGHT_MAX: usize = 16;
+/// Raft entries proposed but not yet applied at once (the pipeline depth). Kept small on
+/// purpose: entries move through append, sync, commit and apply one at a time, so writes that
+/// wait for a slot are folded into the next entry; 4 gave 2.7x the 1-member put rate of 16 at
+/// 100 clients (docs/benchmarks.md, run 3).
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
+/// Raft log appends written and waiting for the flusher's next WAL sync; one more waits.
+pub const LOG_FLUSHES_QUEUED_MAX: usize = 1024;
 
 /// Raft entries between state-machine snapshots.
 pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;

@@ -1,4 +1,10 @@
-//! Prometheus metrics of one store member, with etcd-like names under `skiff_store_`.
+//! Prometheus metrics of one store member, with etcd-like names under `skiff_store_`, and the
+//! standard `process_*` metrics of the process serving it.
+//!
+//! Names follow Prometheus' conventions as `promtool check metrics` enforces them: only
+//! counters end in `_total`. etcd's gauges named `*_total` (`proposals_committed_total`,
+//! `proposals_applied_total`) are counters here that advance with the index they mirror, and
+//! its `mvcc_keys_total` gauge is `skiff_store_mvcc_keys`.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -12,18 +18,32 @@ pub struct Metrics {
     pub is_leader: IntGauge,
     pub leader_changes_seen_total: IntCounter,
     pub raft_log_last_index: IntGauge,
-    pub proposals_applied_total: IntGauge,
+    /// Advanced to the committed Raft index (etcd's gauge of the same name).
+    pub proposals_committed_total: IntCounter,
+    /// Advanced to the applied Raft index (etcd's gauge of the same name).
+    pub proposals_applied_total: IntCounter,
     pub proposals_pending: IntGauge,
     pub proposals_failed_total: IntCounter,
     pub proposal_batch_requests: Histogram,
+    pub read_index_batch_requests: Histogram,
+    pub wal_fsync_batch_appends: Histogram,
+    pub leader_read_index_batch_requests: Histogram,
     pub wal_fsync_duration_seconds: Histogram,
     pub backend_commit_duration_seconds: Histogram,
     pub db_total_size_in_bytes: IntGauge,
+    pub db_total_size_in_use_in_bytes: IntGauge,
     pub storage_size_in_bytes: IntGauge,
     pub current_revision: IntGauge,
+    /// Live keys (not deleted) in the MVCC keyspace.
+    pub mvcc_keys: IntGauge,
     pub watchers: IntGauge,
     pub slow_watchers: IntGauge,
     pub watchers_moved_to_unsynced_total: IntCounter,
+    pub watch_events_sent_total: IntCounter,
+    pub leases: IntGauge,
+    pub lease_granted_total: IntCounter,
+    pub lease_revoked_total: IntCounter,
+    pub lease_renewed_total: IntCounter,
     pub grpc_requests_total: IntCounterVec,
     pub grpc_request_duration_seconds: HistogramVec,
 }
@@ -64,17 +84,42 @@ impl Metrics {
         )
         .expect("valid histogram");
         registry.register(Box::new(grpc_request_duration_seconds.clone())).expect("unique");
+        // Resident memory, CPU, file descriptors and threads, as every Prometheus exporter.
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        registry.register(Box::new(process)).expect("unique metric");
         Metrics {
             has_leader: gauge("has_leader", "1 if this member knows a leader"),
             is_leader: gauge("is_leader", "1 if this member is the leader"),
             leader_changes_seen_total: counter("leader_changes_seen_total", "Leader changes seen"),
             raft_log_last_index: gauge("raft_log_last_index", "Index of the last Raft log entry"),
-            proposals_applied_total: gauge("proposals_applied_total", "Applied index"),
+            proposals_committed_total: counter(
+                "proposals_committed_total",
+                "Raft entries committed (follows the committed index)",
+            ),
+            proposals_applied_total: counter(
+                "proposals_applied_total",
+                "Raft entries applied (follows the applied index)",
+            ),
             proposals_pending: gauge("proposals_pending", "Client writes queued or in flight"),
             proposals_failed_total: counter("proposals_failed_total", "Failed proposals"),
             proposal_batch_requests: histogram(
                 "proposal_batch_requests",
                 "Client writes per Raft entry (group commit)",
+                prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
+            ),
+            wal_fsync_batch_appends: histogram(
+                "wal_fsync_batch_appends",
+                "Raft log appends made durable by one WAL sync (group commit)",
+                prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
+            ),
+            read_index_batch_requests: histogram(
+                "read_index_batch_requests",
+                "Linearizable reads served by one read-index round on this member",
+                prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
+            ),
+            leader_read_index_batch_requests: histogram(
+                "leader_read_index_batch_requests",
+                "Read-index requests (own and followers') served by one leadership confirmation",
                 prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
             ),
             wal_fsync_duration_seconds: histogram(
@@ -91,20 +136,42 @@ impl Metrics {
                 "db_total_size_in_bytes",
                 "Backend size in bytes (state machine; what the quota counts)",
             ),
+            db_total_size_in_use_in_bytes: gauge(
+                "db_total_size_in_use_in_bytes",
+                "Estimated live bytes of the backend (without overwritten and deleted data)",
+            ),
             storage_size_in_bytes: gauge(
                 "storage_size_in_bytes",
                 "Bytes this member stores, the Raft log included",
             ),
             current_revision: gauge("mvcc_current_revision", "Current MVCC revision"),
+            mvcc_keys: gauge("mvcc_keys", "Live keys in the store"),
             watchers: gauge("watchers", "Watchers on this member"),
             slow_watchers: gauge("slow_watchers", "Watchers catching up from history"),
             watchers_moved_to_unsynced_total: counter(
                 "watchers_moved_to_unsynced_total",
                 "Watchers whose stream was full and were moved to catch up from history",
             ),
+            watch_events_sent_total: counter(
+                "watch_events_sent_total",
+                "Events sent to gRPC watchers (one per watcher it reached)",
+            ),
+            leases: gauge("leases", "Leases granted and not yet revoked or expired"),
+            lease_granted_total: counter("lease_granted_total", "Leases granted"),
+            lease_revoked_total: counter("lease_revoked_total", "Leases revoked or expired"),
+            lease_renewed_total: counter("lease_renewed_total", "Lease keep-alives served"),
             grpc_requests_total,
             grpc_request_duration_seconds,
             registry,
+        }
+    }
+
+    /// Advances `counter` to `value` (a counter that mirrors a monotonic index; an index
+    /// below what was counted, as after a restart that re-applies less, leaves it alone).
+    pub fn advance_to(counter: &IntCounter, value: u64) {
+        let counted = counter.get();
+        if value > counted {
+            counter.inc_by(value - counted);
         }
     }
 

@@ -25,6 +25,7 @@ use crate::proto::peer::PeerMessage;
 use crate::raft::{
     MemberAttributes, MemberNode, NodeId, Proposal, ProposalResult, Raft, StateMachineHandle,
 };
+use crate::read_index::Coalescer;
 use crate::watch::{Notification, WatchHub, WatchSpec, WatcherId};
 
 /// etcd's response header.
@@ -96,6 +97,10 @@ struct Inner {
     /// Held shared while submitting a proposal; a leadership transfer holds it exclusively so
     /// nothing is appended (which would renew the followers' leader lease) while it waits.
     proposal_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Read-index rounds of this member's linearizable reads (leader or follower).
+    reads: Arc<Coalescer>,
+    /// Leadership confirmations on the leader, shared by its own reads and its followers'.
+    leader_reads: Arc<Coalescer>,
 }
 
 /// An embedded watch: notifications for one watcher, cancelled when dropped.
@@ -167,6 +172,8 @@ impl Store {
             quota_bytes,
             size_for_quota: Mutex::new(None),
             proposal_gate,
+            reads: Arc::default(),
+            leader_reads: Arc::default(),
         };
         (Store { inner: Arc::new(inner) }, proposer)
     }
@@ -410,16 +417,28 @@ impl Store {
     }
 
     /// Returns once this member has applied everything committed before the call (ReadIndex).
+    /// Concurrent calls share read-index rounds (see [`crate::read_index`]).
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
         let deadline = Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
         let barrier = async {
             loop {
-                let leader = self.wait_for_leader(deadline).await?;
-                let index = if leader == self.inner.member_id {
-                    self.leader_read_index().await
-                } else {
-                    self.remote_read_index(leader).await
+                let store = self.clone();
+                let round = move || {
+                    let store = store.clone();
+                    async move {
+                        let deadline =
+                            Instant::now() + Duration::from_millis(limits::REQUEST_TIMEOUT_MS);
+                        let leader = store.wait_for_leader(deadline).await?;
+                        if leader == store.inner.member_id {
+                            store.leader_read_index().await
+                        } else {
+                            store.remote_read_index(leader).await
+                        }
+                    }
                 };
+                let batch = self.inner.metrics.read_index_batch_requests.clone();
+                let index =
+                    self.inner.reads.read_index(round, move |n| batch.observe(n as f64)).await;
                 match index {
                     Ok(index) => return self.wait_applied(index).await,
                     Err(StoreError::NotLeader) => {
@@ -433,8 +452,19 @@ impl Store {
     }
 
     /// On the leader: confirms leadership with a quorum and returns the index to read at.
+    /// Concurrent calls (this member's reads and its followers') share confirmations.
     pub(crate) async fn leader_read_index(&self) -> Result<u64, StoreError> {
-        match self.inner.raft.get_read_log_id().await {
+        let raft = self.inner.raft.clone();
+        let round = move || {
+            let raft = raft.clone();
+            async move { Self::confirmed_read_index(&raft).await }
+        };
+        let batch = self.inner.metrics.leader_read_index_batch_requests.clone();
+        self.inner.leader_reads.read_index(round, move |n| batch.observe(n as f64)).await
+    }
+
+    async fn confirmed_read_index(raft: &Raft) -> Result<u64, StoreError> {
+        match raft.get_read_log_id().await {
             Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |l| l.index)),
             Err(openraft::error::RaftError::APIError(_)) => Err(StoreError::NotLeader),
             Err(error) => Err(StoreError::Internal(error.to_string())),
@@ -587,6 +617,12 @@ impl Store {
     /// `dbSize` and quota count (the Raft log, etcd's WAL, is not counted).
     pub fn db_size_bytes(&self) -> u64 {
         self.inner.state.engine.size_bytes(&Keyspace::STATE_MACHINE)
+    }
+
+    /// Estimated live bytes of the backend: `db_size_bytes` without data that compaction
+    /// would drop (overwritten and deleted entries), etcd's `dbSizeInUse`.
+    pub fn db_size_in_use_bytes(&self) -> u64 {
+        self.inner.state.engine.live_size_bytes(&Keyspace::STATE_MACHINE)
     }
 
     /// Approximate bytes of everything the member stores, the Raft log included.

@@ -285,15 +285,20 @@ async fn until_stopped(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
+/// Connections accepted from `listener`, with Nagle's algorithm off. The builder's
+/// `tcp_nodelay` applies only to listeners tonic binds itself; without this, a response written
+/// in pieces (headers, data, trailers) waits for the client's delayed ACK, ~40 ms.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 async fn serve_peer(listener: TcpListener, store: Store, stopped: watch::Receiver<bool>) {
     let service = PeerServer::new(PeerService::new(store))
         .max_decoding_message_size(limits::PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::PEER_MESSAGE_BYTES_MAX);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, until_stopped(stopped));
+        .serve_with_incoming_shutdown(incoming(listener), until_stopped(stopped));
     if let Err(error) = served.await {
         tracing::error!(%error, "peer server failed");
     }
@@ -325,12 +330,10 @@ async fn serve_client(listener: TcpListener, store: Store, stopped: watch::Recei
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let served = tonic::transport::Server::builder()
         .accept_http1(true)
-        .tcp_nodelay(true)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, until_stopped(stopped));
+        .serve_with_incoming_shutdown(incoming(listener), until_stopped(stopped));
     if let Err(error) = served.await {
         tracing::error!(%error, "client server failed");
     }
@@ -394,10 +397,12 @@ async fn track_raft_metrics(store: Store) {
             }
             last_leader = m.current_leader;
             metrics.raft_log_last_index.set(m.last_log_index.unwrap_or(0) as i64);
-            metrics.proposals_applied_total.set(m.last_applied.map_or(0, |l| l.index) as i64);
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            Metrics::advance_to(&metrics.proposals_applied_total, applied);
             if storage_read_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 storage_read_at = Some(std::time::Instant::now());
                 metrics.db_total_size_in_bytes.set(store.db_size_bytes() as i64);
+                metrics.db_total_size_in_use_in_bytes.set(store.db_size_in_use_bytes() as i64);
                 metrics.storage_size_in_bytes.set(store.storage_size_bytes() as i64);
                 if let Ok(revision) = store.local_revision() {
                     metrics.current_revision.set(revision);

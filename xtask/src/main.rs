@@ -9,13 +9,17 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench_store;
+mod bench_store_scale;
 mod protobuf_schema;
 
 /// Debian packages the build needs: a C++ toolchain for RocksDB, libclang for its bindings.
 const BUILD_PACKAGES: &[&str] = &["build-essential", "libclang-dev", "pkg-config"];
-/// Debian packages the tests use: etcd's own client and server as references, and Prometheus
-/// (its `promtool` checks every component's `/metrics`).
-const TEST_PACKAGES: &[&str] = &["etcd-client", "etcd-server", "prometheus"];
+/// Debian packages the tests use: etcd's own client and server as references, Prometheus
+/// (its `promtool` checks every component's `/metrics`), and what the agent's bridge pod
+/// network and rule proxy modes run (`ip` from iproute2, `nft` from nftables).
+const TEST_PACKAGES: &[&str] =
+    &["etcd-client", "etcd-server", "prometheus", "iproute2", "nftables"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +30,8 @@ fn main() -> Result<()> {
         Some("tidy") => tidy(&root),
         Some("bench-control-plane") => bench_control_plane(&root, &args[1..]),
         Some("bench-pod-startup") => bench_pod_startup(&root, &args[1..]),
+        Some("bench-store") => bench_store::bench_store(&root, &args[1..]),
+        Some("bench-store-scale") => bench_store_scale::bench_store_scale(&root, &args[1..]),
         Some("install-deps") => install_packages(&[BUILD_PACKAGES, TEST_PACKAGES].concat()),
         Some("gen-protobuf-schema") => protobuf_schema::generate(&root, &args[1..]),
         _ => {
@@ -42,6 +48,12 @@ fn main() -> Result<()> {
                  bench-control-plane [--nodes N --pods N ...]\n                \
                  a release master with hollow nodes: scheduling throughput, deployment \
                  latency, API latency, memory\n  \
+                 bench-store [--quick] [--only <workload>] [--debug]\n                \
+                 release Skiff and etcd 3.4 clusters side by side under the same `store-load` \
+                 workloads: one table of QPS and latency\n  \
+                 bench-store-scale [--keys N --value-size B] [--debug]\n                \
+                 a release 3-member Skiff cluster loaded with N keys (default 1M of 1 KiB): \
+                 restart, snapshot install, 10k-key range, compaction pause, disk and memory\n  \
                  install-deps  install every system package the project uses\n  \
                  gen-protobuf-schema [--k8s-pb-src DIR]\n                \
                  regenerate the API server's protobuf field tables from k8s-pb"

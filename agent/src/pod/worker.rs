@@ -30,8 +30,8 @@ use crate::limits::{
 };
 use crate::probe::{self, ProbeContext};
 use crate::runtime::{
-    ContainerConfig, ContainerId, ContainerState, ContainerStatus, ResourceLimits, RuntimeError,
-    Sandbox, SandboxConfig,
+    ContainerConfig, ContainerId, ContainerState, ContainerStatus, ImageAction, ResourceLimits,
+    RuntimeError, Sandbox, SandboxConfig,
 };
 use crate::services;
 
@@ -65,6 +65,14 @@ fn spec_containers(pod: &Pod, init: bool) -> Vec<Container> {
         spec.map(|s| s.containers.clone())
     };
     list.unwrap_or_default()
+}
+
+/// A hash of a container's spec: the runtime records it, and a running container whose
+/// recorded hash differs from its spec's is replaced.
+fn spec_hash(container: &Container) -> String {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(container).expect("JSON");
+    format!("{:x}", sha2::Sha256::digest(bytes))[..16].to_string()
 }
 
 fn restart_policy(pod: &Pod) -> String {
@@ -293,6 +301,16 @@ impl Worker {
                         );
                         self.events.normal("Killing", &message).await;
                         self.kill(&latest.id, self.grace_seconds()).await;
+                    } else if latest.spec_hash != spec_hash(&container) {
+                        // The spec changed in place (a new image): replaced at once, whatever
+                        // the restart policy, as the kubelet does.
+                        let message = format!(
+                            "Container {} definition changed, will be restarted",
+                            container.name
+                        );
+                        self.events.normal("Killing", &message).await;
+                        self.kill(&latest.id, self.grace_seconds()).await;
+                        self.start(&container, latest.attempt + 1, observed).await;
                     }
                 }
                 ContainerState::Exited { exit_code, .. } => {
@@ -396,11 +414,7 @@ impl Worker {
         };
         let (command, args) = env::expand_command(container, &env);
         let image = container.image.clone().unwrap_or_default();
-        let spec_hash = {
-            use sha2::Digest;
-            let bytes = serde_json::to_vec(container).expect("JSON");
-            format!("{:x}", sha2::Sha256::digest(bytes))[..16].to_string()
-        };
+        let spec_hash = spec_hash(container);
         let log_dir = self.context.pod_log_dir(&self.namespace(), &self.name(), &self.uid);
         let config = ContainerConfig {
             pod_uid: self.uid.clone(),
@@ -420,6 +434,19 @@ impl Worker {
         };
         let runtime = self.context.runtime.clone();
         let metrics = self.context.metrics.clone();
+        // The image first, with the kubelet's events: Pulling, then Pulled with the time it
+        // took, or Pulled "already present".
+        let pulled = match self.ready_image(&config).await {
+            Ok(message) => message,
+            Err(RuntimeError::ImageRefused { reason, message }) => {
+                self.hold(&container.name, reason, message).await;
+                return;
+            }
+            Err(error) => {
+                self.hold(&container.name, "ErrImagePull", error.to_string()).await;
+                return;
+            }
+        };
         let id = match metrics.timed("create_container", runtime.create_container(&config)).await {
             Ok(id) => id,
             Err(RuntimeError::ImageRefused { reason, message }) => {
@@ -432,7 +459,6 @@ impl Worker {
             }
         };
         self.reported_failures.remove(&container.name);
-        let pulled = format!("Container image \"{image}\" already present on machine");
         self.events.normal("Pulled", &pulled).await;
         self.events.normal("Created", &format!("Created container: {}", container.name)).await;
         match metrics.timed("start_container", runtime.start_container(&id)).await {
@@ -450,6 +476,25 @@ impl Worker {
                 let _ = runtime.remove_container(&old.id).await;
             }
         }
+    }
+
+    /// Makes `config`'s image ready as its pull policy says, recording `Pulling`; the
+    /// `Pulled` event's message.
+    async fn ready_image(&self, config: &ContainerConfig) -> Result<String, RuntimeError> {
+        let (runtime, image) = (&self.context.runtime, &config.image);
+        if runtime.image_action(config).await? == ImageAction::Present {
+            return Ok(format!("Container image \"{image}\" already present on machine"));
+        }
+        self.events.normal("Pulling", &format!("Pulling image \"{image}\"")).await;
+        let started = std::time::Instant::now();
+        let size = self.context.metrics.timed("pull_image", runtime.pull_image(config)).await?;
+        let took = format!("{:.3}s", started.elapsed().as_secs_f64());
+        let mut message =
+            format!("Successfully pulled image \"{image}\" in {took} ({took} including waiting).");
+        if let Some(size) = size {
+            message.push_str(&format!(" Image size: {size} bytes."));
+        }
+        Ok(message)
     }
 
     fn probe_context(&self) -> ProbeContext {

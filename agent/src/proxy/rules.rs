@@ -5,17 +5,23 @@
 //! nftables: the table `ip skiff-proxy` with `nat` base chains on `prerouting` (traffic from
 //! pods and other hosts) and `output` (this host's own traffic), a `services` chain matching
 //! frontends, one chain per frontend picking an endpoint chain with `numgen inc mod N` (round
-//! robin) and one DNAT chain per endpoint. Each sync replaces the whole table in one `nft -f`
-//! transaction; stop deletes it.
+//! robin) and one DNAT chain per endpoint. An endpoint connecting to its own Service (hairpin)
+//! is marked and masqueraded on `postrouting`, as kube-proxy does, so its reply comes back
+//! through the node; with the bridge pod network, so is all service traffic arriving from the
+//! bridge (pod to pod on one bridge: where the bridge's frames skip netfilter, no
+//! `br_netfilter`, the reply would go straight back over the bridge, un-NATed). Frontends
+//! without endpoints are rejected in `filter` chains on `input`, `forward` and `output` (the
+//! client's connect fails at once, as with kube-proxy).
+//! Each sync replaces the whole table in one `nft -f` transaction; stop deletes it.
 //!
 //! iptables: chains `SKIFF-SERVICES`, `SKIFF-SVC-<hash>` (round robin with `statistic --mode
 //! nth`) and `SKIFF-SEP-<hash>` in the nat table, jumped to from `PREROUTING` and `OUTPUT`,
 //! loaded with `iptables-restore --noflush` (declared chains are flushed, stale ones deleted,
 //! nothing else is touched). Stop removes the jumps and every `SKIFF-` chain.
 //!
-//! Frontends without endpoints get no rule (their packets are not answered, where kube-proxy
-//! rejects them), and no masquerading is done (hairpin traffic of a pod to itself through
-//! its Service is not supported).
+//! In iptables mode, frontends without endpoints get no rule (their packets are not answered,
+//! where kube-proxy rejects them), and no masquerading is done (hairpin traffic, and pod to
+//! pod service traffic on the bridge pod network, is not supported there).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -31,6 +37,8 @@ use super::{ProxyConfig, ProxyMode, PROXY_RULES_COMMAND_TIMEOUT_MS};
 
 /// The nftables table Skiff owns.
 pub const NFT_TABLE: &str = "skiff-proxy";
+/// The packet mark asking `postrouting` to masquerade (kube-proxy's bit).
+pub const MASQUERADE_MARK: u32 = 0x0000_4000;
 /// The iptables chain every frontend rule hangs from.
 pub const IPTABLES_SERVICES_CHAIN: &str = "SKIFF-SERVICES";
 
@@ -80,8 +88,13 @@ fn programmed(routes: &Routes) -> impl Iterator<Item = (&SocketAddr, &Route)> {
     routes.iter().filter(|(_, route)| !route.backends.is_empty())
 }
 
-/// The nftables script that replaces Skiff's table with `routes`.
-pub fn nft_script(routes: &Routes) -> String {
+fn unserved(routes: &Routes) -> impl Iterator<Item = (&SocketAddr, &Route)> {
+    routes.iter().filter(|(_, route)| route.backends.is_empty())
+}
+
+/// The nftables script that replaces Skiff's table with `routes`; `pod_bridge` is the bridge
+/// pod network's bridge, if any.
+pub fn nft_script(routes: &Routes, pod_bridge: Option<&str>) -> String {
     let mut out = String::new();
     // Declaring the table first makes the delete succeed when it does not exist yet.
     let _ = writeln!(out, "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}");
@@ -95,6 +108,37 @@ pub fn nft_script(routes: &Routes) -> String {
         out,
         "  chain output {{ type nat hook output priority -100; policy accept; jump services; }}"
     );
+    let _ = writeln!(
+        out,
+        "  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; \
+         jump masquerading; }}"
+    );
+    let _ = writeln!(out, "  chain masquerading {{");
+    let _ = writeln!(out, "    meta mark & {MASQUERADE_MARK:#010x} == 0 return");
+    let _ = writeln!(out, "    meta mark set meta mark ^ {MASQUERADE_MARK:#010x}");
+    let _ = writeln!(out, "    masquerade\n  }}");
+    let _ = writeln!(
+        out,
+        "  chain mark-for-masquerade {{ meta mark set meta mark | {MASQUERADE_MARK:#010x}; }}"
+    );
+    for hook in ["input", "forward", "output"] {
+        let _ = writeln!(
+            out,
+            "  chain filter-{hook} {{ type filter hook {hook} priority -110; policy accept; \
+             jump no-endpoints; }}"
+        );
+    }
+    let _ = writeln!(out, "  chain no-endpoints {{");
+    for (frontend, route) in unserved(routes) {
+        let _ = writeln!(
+            out,
+            "    ip daddr {} tcp dport {} reject comment \"{} has no endpoints\"",
+            frontend.ip(),
+            frontend.port(),
+            route.service
+        );
+    }
+    let _ = writeln!(out, "  }}");
     let mut services = String::new();
     let mut chains = String::new();
     for (frontend, route) in programmed(routes) {
@@ -110,9 +154,14 @@ pub fn nft_script(routes: &Routes) -> String {
         for (index, backend) in route.backends.iter().enumerate() {
             let endpoint_chain = format!("sep-{}", chain_suffix(&format!("{frontend}>{backend}")));
             map.push(format!("{index} : jump {endpoint_chain}"));
+            let from_bridge = pod_bridge
+                .map(|bridge| format!("iifname \"{bridge}\" jump mark-for-masquerade; "))
+                .unwrap_or_default();
             let _ = writeln!(
                 chains,
-                "  chain {endpoint_chain} {{ meta l4proto tcp dnat to {backend}; }}"
+                "  chain {endpoint_chain} {{ ip saddr {} jump mark-for-masquerade; \
+                 {from_bridge}meta l4proto tcp dnat to {backend}; }}",
+                backend.ip()
             );
         }
         let _ = writeln!(
@@ -186,14 +235,15 @@ pub fn binary_exists(name: &str) -> bool {
 pub struct RulesProxy {
     mode: ProxyMode,
     prefix: Vec<String>,
+    pod_bridge: Option<String>,
     iptables_chains: BTreeSet<String>,
     applied: bool,
 }
 
 impl RulesProxy {
-    pub fn new(mode: ProxyMode, prefix: Vec<String>) -> RulesProxy {
+    pub fn new(mode: ProxyMode, prefix: Vec<String>, pod_bridge: Option<String>) -> RulesProxy {
         assert!(matches!(mode, ProxyMode::Nftables | ProxyMode::Iptables));
-        RulesProxy { mode, prefix, iptables_chains: BTreeSet::new(), applied: false }
+        RulesProxy { mode, prefix, pod_bridge, iptables_chains: BTreeSet::new(), applied: false }
     }
 
     pub fn mode_name(&self) -> &'static str {
@@ -233,7 +283,10 @@ impl RulesProxy {
                     }
                 }
             }
-            _ => self.run(&["nft", "-f", "-"], Some(&nft_script(routes))).await?,
+            _ => {
+                let script = nft_script(routes, self.pod_bridge.as_deref());
+                self.run(&["nft", "-f", "-"], Some(&script)).await?
+            }
         }
         self.applied = true;
         Ok(programmed(routes).count())
@@ -338,14 +391,38 @@ mod tests {
 
     #[test]
     fn nftables_script_replaces_skiffs_table_with_round_robin_dnat() {
-        let script = nft_script(&restrict(&routes(), &config()));
+        let script = nft_script(&restrict(&routes(), &config()), None);
         assert!(script.starts_with("table ip skiff-proxy\ndelete table ip skiff-proxy\n"));
         assert!(script.contains("ip daddr 10.96.0.10 tcp dport 80 jump svc-"), "{script}");
         assert!(script.contains("ip daddr 192.168.1.5 tcp dport 30080 jump svc-"));
-        assert!(!script.contains("10.96.0.11"), "no rule without endpoints");
         assert!(!script.contains("10.200.0.1"), "outside the range");
         assert_eq!(script.matches("numgen inc mod 2 vmap { 0 : jump sep-").count(), 2);
         assert_eq!(script.matches("dnat to 10.0.0.1:8080").count(), 2);
+        assert_eq!(script.matches('{').count(), script.matches('}').count());
+        assert!(!script.contains("iifname"), "no bridge rule without a bridge");
+    }
+
+    #[test]
+    fn nftables_script_rejects_unserved_frontends_and_masquerades_hairpins() {
+        let script = nft_script(&restrict(&routes(), &config()), Some("skiff0"));
+        // No endpoints: rejected on every path a connection can take, and never DNAT'd.
+        assert!(script.contains(
+            "    ip daddr 10.96.0.11 tcp dport 80 reject comment \"default/web:http has no \
+             endpoints\"\n"
+        ));
+        assert!(!script.contains("ip daddr 10.96.0.11 tcp dport 80 jump"), "{script}");
+        for hook in ["input", "forward", "output"] {
+            assert!(script.contains(&format!("type filter hook {hook} priority -110;")));
+        }
+        // An endpoint reaching itself through its Service is marked, then masqueraded.
+        assert!(script.contains("ip saddr 10.0.0.1 jump mark-for-masquerade; "));
+        assert!(script.contains("meta mark set meta mark | 0x00004000;"));
+        assert!(script.contains("type nat hook postrouting priority srcnat;"));
+        assert!(script.contains("    meta mark & 0x00004000 == 0 return\n"));
+        // Service traffic from bridge pods too (their replies must come back through here).
+        assert!(script.contains(
+            "jump mark-for-masquerade; iifname \"skiff0\" jump mark-for-masquerade; meta l4proto"
+        ));
         assert_eq!(script.matches('{').count(), script.matches('}').count());
     }
 

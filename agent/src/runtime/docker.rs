@@ -32,8 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
     HostConfigLogConfig,
@@ -48,12 +49,13 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
 use super::{
-    ContainerConfig, ContainerId, ContainerState, ContainerStatus, ExecResult, Runtime,
-    RuntimeError, RuntimeFuture, Sandbox, SandboxConfig,
+    ContainerConfig, ContainerId, ContainerState, ContainerStatus, ExecRequest, ExecResult,
+    ExecSession, ImageAction, Runtime, RuntimeError, RuntimeFuture, Sandbox, SandboxConfig,
+    TerminalSize,
 };
 use crate::limits::{
-    EXEC_OUTPUT_BYTES_MAX, LOG_FILE_BYTES_MAX, LOG_LINE_BYTES_MAX, PODS_MAX,
-    RESTART_BACKOFF_INITIAL_MS, RESTART_BACKOFF_MAX_MS,
+    EXEC_CHUNK_BYTES_MAX, EXEC_OUTPUT_BYTES_MAX, EXEC_RESIZES_BUFFERED, LOG_FILE_BYTES_MAX,
+    LOG_LINE_BYTES_MAX, PODS_MAX, RESTART_BACKOFF_INITIAL_MS, RESTART_BACKOFF_MAX_MS,
 };
 
 /// The daemon's socket when the agent is told nothing else.
@@ -356,16 +358,24 @@ impl DockerRuntime {
         image: &str,
         policy: Option<&str>,
     ) -> Result<(), RuntimeError> {
-        let Some(reference) = ImageReference::parse(image) else {
-            return Err(RuntimeError::ImageRefused {
-                reason: "InvalidImageName",
-                message: format!("Failed to apply default image tag \"{image}\": invalid name"),
-            });
-        };
+        match self.image_decision(pod_uid, image, policy).await? {
+            ImageAction::Present => Ok(()),
+            ImageAction::Pull => self.pull_recorded(pod_uid, image).await.map(|_| ()),
+        }
+    }
+
+    /// Whether `image` must be pulled under `policy`, or why it cannot be had.
+    async fn image_decision(
+        &self,
+        pod_uid: &str,
+        image: &str,
+        policy: Option<&str>,
+    ) -> Result<ImageAction, RuntimeError> {
+        let reference = parse_image(image)?;
         let policy = policy.filter(|p| !p.is_empty()).unwrap_or(reference.default_policy());
         let present = || async { self.docker.inspect_image(image).await.is_ok() };
         match policy {
-            "Never" if present().await => return Ok(()),
+            "Never" if present().await => return Ok(ImageAction::Present),
             "Never" => {
                 return Err(RuntimeError::ImageRefused {
                     reason: "ErrImageNeverPull",
@@ -374,7 +384,7 @@ impl DockerRuntime {
                     ),
                 })
             }
-            "IfNotPresent" if present().await => return Ok(()),
+            "IfNotPresent" if present().await => return Ok(ImageAction::Present),
             _ => {}
         }
         let key = format!("{pod_uid}_{image}");
@@ -384,11 +394,19 @@ impl DockerRuntime {
                 message: format!("Back-off pulling image \"{image}\""),
             });
         }
+        Ok(ImageAction::Pull)
+    }
+
+    /// Pulls `image` for pod `pod_uid`, keeping the pod-and-image back-off; the image's size.
+    async fn pull_recorded(&self, pod_uid: &str, image: &str) -> Result<Option<u64>, RuntimeError> {
+        let reference = parse_image(image)?;
+        let key = format!("{pod_uid}_{image}");
         tracing::info!(image, "pulling image");
         match self.pull(&reference).await {
             Ok(()) => {
                 self.pull_backoff.lock().expect("pull back-off").forget(&key);
-                Ok(())
+                let inspect = self.docker.inspect_image(image).await;
+                Ok(inspect.ok().and_then(|i| i.size).map(|size| size.max(0) as u64))
             }
             Err(reason) => {
                 self.pull_backoff.lock().expect("pull back-off").failed(&key, Instant::now());
@@ -432,8 +450,12 @@ impl DockerRuntime {
     }
 
     async fn create(&self, config: &ContainerConfig) -> Result<ContainerId, RuntimeError> {
-        self.ensure_image(&config.pod_uid, &config.image, config.image_pull_policy.as_deref())
-            .await?;
+        // The pod worker pulls first (`image_action`, `pull_image`); a caller that did not
+        // gets the same policy applied here.
+        if self.docker.inspect_image(&config.image).await.is_err() {
+            let policy = config.image_pull_policy.as_deref();
+            self.ensure_image(&config.pod_uid, &config.image, policy).await?;
+        }
         let Some(sandbox) = self.sandbox_id(&config.pod_uid).await? else {
             return Err(RuntimeError::failed("create", "the pod's sandbox is not running"));
         };
@@ -618,6 +640,93 @@ impl DockerRuntime {
             Err(_) => Err(RuntimeError::Timeout { operation: "exec", timeout }),
         }
     }
+}
+
+/// Streaming exec (`kubectl exec`) through Docker's exec API: Docker's multiplexed output is
+/// split back into stdout and stderr pipes; the exit code is read once the output ends.
+impl DockerRuntime {
+    async fn exec_streaming(
+        &self,
+        id: &ContainerId,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, RuntimeError> {
+        if request.command.is_empty() {
+            return Err(RuntimeError::failed("exec", "empty command"));
+        }
+        let options = CreateExecOptions {
+            cmd: Some(request.command.clone()),
+            attach_stdin: Some(request.stdin),
+            attach_stdout: Some(request.stdout),
+            attach_stderr: Some(request.stderr && !request.tty),
+            tty: Some(request.tty),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(&id.0, options).await.map_err(docker_error("exec"))?;
+        let start = StartExecOptions { detach: false, tty: request.tty, output_capacity: None };
+        let started = self.docker.start_exec(&exec.id, Some(start)).await;
+        let StartExecResults::Attached { mut output, input } =
+            started.map_err(docker_error("exec"))?
+        else {
+            return Err(RuntimeError::failed("exec", "Docker did not attach the exec's streams"));
+        };
+        let (stdout_writer, stdout) = tokio::io::duplex(EXEC_CHUNK_BYTES_MAX);
+        let (stderr_writer, stderr) = tokio::io::duplex(EXEC_CHUNK_BYTES_MAX);
+        let (ended, output_done) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut out, mut err) = (stdout_writer, stderr_writer);
+            while let Some(Ok(chunk)) = output.next().await {
+                let written = match chunk {
+                    LogOutput::StdErr { message } => err.write_all(&message).await,
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        out.write_all(&message).await
+                    }
+                    LogOutput::StdIn { .. } => Ok(()),
+                };
+                if written.is_err() {
+                    break;
+                }
+            }
+            let _ = ended.send(());
+        });
+        let mut session = ExecSession {
+            stdin: request.stdin.then_some(input),
+            stdout: request.stdout.then(|| Box::pin(stdout) as _),
+            stderr: (request.stderr && !request.tty).then(|| Box::pin(stderr) as _),
+            resize: None,
+            exit: futures::future::pending().boxed(),
+        };
+        if request.tty {
+            let (sender, mut sizes) =
+                tokio::sync::mpsc::channel::<TerminalSize>(EXEC_RESIZES_BUFFERED);
+            let (docker, exec_id) = (self.docker.clone(), exec.id.clone());
+            tokio::spawn(async move {
+                while let Some(size) = sizes.recv().await {
+                    let options = ResizeExecOptions { height: size.height, width: size.width };
+                    if let Err(error) = docker.resize_exec(&exec_id, options).await {
+                        tracing::debug!(%error, "exec resize failed");
+                    }
+                }
+            });
+            session.resize = Some(sender);
+        }
+        let docker = self.docker.clone();
+        session.exit = async move {
+            let _ = output_done.await;
+            let inspect = docker.inspect_exec(&exec.id).await.map_err(docker_error("exec"))?;
+            Ok(inspect.exit_code.unwrap_or(-1) as i32)
+        }
+        .boxed();
+        Ok(session)
+    }
+}
+
+/// An image name as a pull wants it, or Kubernetes' refusal of it.
+fn parse_image(image: &str) -> Result<ImageReference, RuntimeError> {
+    ImageReference::parse(image).ok_or_else(|| RuntimeError::ImageRefused {
+        reason: "InvalidImageName",
+        message: format!("Failed to apply default image tag \"{image}\": invalid name"),
+    })
 }
 
 fn label<'a>(inspect: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
@@ -1068,6 +1177,23 @@ impl Runtime for DockerRuntime {
         timeout: Duration,
     ) -> RuntimeFuture<'a, ExecResult> {
         self.exec(id, command, timeout).boxed()
+    }
+
+    fn exec_stream<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        request: &'a ExecRequest,
+    ) -> RuntimeFuture<'a, ExecSession> {
+        self.exec_streaming(id, request).boxed()
+    }
+
+    fn image_action<'a>(&'a self, config: &'a ContainerConfig) -> RuntimeFuture<'a, ImageAction> {
+        let policy = config.image_pull_policy.as_deref();
+        self.image_decision(&config.pod_uid, &config.image, policy).boxed()
+    }
+
+    fn pull_image<'a>(&'a self, config: &'a ContainerConfig) -> RuntimeFuture<'a, Option<u64>> {
+        self.pull_recorded(&config.pod_uid, &config.image).boxed()
     }
 }
 

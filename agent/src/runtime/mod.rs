@@ -20,6 +20,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod process;
+pub mod pty;
 pub mod shim;
 
 use std::path::PathBuf;
@@ -160,6 +161,52 @@ pub struct ExecResult {
     pub output: String,
 }
 
+/// What `kubectl exec` asks to run: the command and which streams to attach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    /// A terminal: stdout and stderr merge, stdin is the terminal's input.
+    pub tty: bool,
+}
+
+/// A terminal size (`kubectl exec -t` sends its window's on the resize channel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct TerminalSize {
+    #[serde(rename = "Width")]
+    pub width: u16,
+    #[serde(rename = "Height")]
+    pub height: u16,
+}
+
+/// A reader of one of an exec's output streams.
+pub type ExecOutput = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// A running exec: its streams, a way to resize its terminal, and its end.
+pub struct ExecSession {
+    /// The process's stdin, when asked for; dropping it closes the stream.
+    pub stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    /// stdout (with stderr merged on a terminal).
+    pub stdout: Option<ExecOutput>,
+    pub stderr: Option<ExecOutput>,
+    /// Terminal sizes to apply (tty sessions); bounded by
+    /// [`crate::limits::EXEC_RESIZES_BUFFERED`].
+    pub resize: Option<tokio::sync::mpsc::Sender<TerminalSize>>,
+    /// The exit code, once the process has ended (after its output is read).
+    pub exit: BoxFuture<'static, Result<i32, RuntimeError>>,
+}
+
+/// What readying a container's image takes, by its pull policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageAction {
+    /// Present, and the policy does not ask for a pull.
+    Present,
+    /// To be pulled (absent, or `Always`).
+    Pull,
+}
+
 /// A container runtime (see the module docs for the contract).
 pub trait Runtime: Send + Sync {
     /// `process` or `docker`: the scheme of reported container ids (`process://<id>`).
@@ -192,6 +239,24 @@ pub trait Runtime: Send + Sync {
         command: &'a [String],
         timeout: Duration,
     ) -> RuntimeFuture<'a, ExecResult>;
+    /// Whether `config`'s image must be pulled before `create_container`; refusals
+    /// (`ErrImageNeverPull`, `ImagePullBackOff`, `InvalidImageName`) come as
+    /// [`RuntimeError::ImageRefused`]. Runtimes without images have every image present.
+    fn image_action<'a>(&'a self, _config: &'a ContainerConfig) -> RuntimeFuture<'a, ImageAction> {
+        futures::FutureExt::boxed(async { Ok(ImageAction::Present) })
+    }
+    /// Pulls `config`'s image; its size in bytes when known. A failure is
+    /// [`RuntimeError::ImageRefused`] (`ErrImagePull`) and starts the pull back-off.
+    fn pull_image<'a>(&'a self, _config: &'a ContainerConfig) -> RuntimeFuture<'a, Option<u64>> {
+        futures::FutureExt::boxed(async { Ok(None) })
+    }
+    /// Starts `request.command` in the running container's context with its streams attached
+    /// (`kubectl exec`); the caller owns the session and ends it by dropping it.
+    fn exec_stream<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        request: &'a ExecRequest,
+    ) -> RuntimeFuture<'a, ExecSession>;
 }
 
 /// Which runtime an agent uses (`--runtime`).

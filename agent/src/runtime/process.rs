@@ -2,7 +2,9 @@
 //! `host` runs `command`/`args` as given; an absolute path is the executable (`command`, when
 //! set, replaces it as a Kubernetes command replaces an image's entrypoint); anything else is
 //! refused with `ErrImageNeverPull` and a message pointing at the docker runtime. Pods share
-//! the node's network (pod IP = node IP): two pods listening on one port collide.
+//! the node's network (pod IP = node IP: two pods listening on one port collide) unless the
+//! agent's bridge pod network made them a network namespace, which containers and execs
+//! enter ([`crate::network::netns`]).
 //!
 //! A container is its main process and its process group: SIGTERM goes to the main process
 //! (as Docker's stop does), SIGKILL to the group, and when the main process exits its shim
@@ -23,10 +25,12 @@ use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 
 use super::shim::{self, ExitRecord, PidRecord, ShimSpec};
 use super::{
-    cgroup, ContainerConfig, ContainerId, ContainerState, ContainerStatus, ExecResult, Runtime,
-    RuntimeError, RuntimeFuture, Sandbox, SandboxConfig,
+    cgroup, pty, ContainerConfig, ContainerId, ContainerState, ContainerStatus, ExecRequest,
+    ExecResult, ExecSession, Runtime, RuntimeError, RuntimeFuture, Sandbox, SandboxConfig,
 };
-use crate::limits::{EXEC_OUTPUT_BYTES_MAX, KILL_CONFIRM_TIMEOUT_MS, SHIM_START_TIMEOUT_MS};
+use crate::limits::{
+    EXEC_OUTPUT_BYTES_MAX, EXEC_RESIZES_BUFFERED, KILL_CONFIRM_TIMEOUT_MS, SHIM_START_TIMEOUT_MS,
+};
 
 const CONFIG_FILE: &str = "config.json";
 /// How often a waiting call looks for the shim's records.
@@ -107,6 +111,17 @@ impl ProcessRuntime {
 
     fn dir(&self, id: &ContainerId) -> PathBuf {
         self.containers_dir.join(&id.0)
+    }
+
+    /// Pod `pod_uid`'s network namespace (the bridge pod network's), which its containers,
+    /// execs and exec probes enter; `None`: they share the host's.
+    pub fn pod_netns(&self, pod_uid: &str) -> Option<PathBuf> {
+        crate::network::pod_netns(pod_uid)
+    }
+
+    /// The network namespace container `id` was started in (its shim spec's).
+    fn container_netns(&self, id: &ContainerId) -> Option<PathBuf> {
+        shim::read_json::<ShimSpec>(&self.dir(id).join(shim::SPEC_FILE))?.netns
     }
 
     fn record(&self, id: &ContainerId) -> Result<Record, RuntimeError> {
@@ -246,7 +261,11 @@ impl ProcessRuntime {
         }
         command.process_group(0).kill_on_drop(true).stdin(std::process::Stdio::null());
         command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let child = command.spawn().map_err(|e| RuntimeError::failed("exec", e))?;
+        let child = match self.container_netns(id) {
+            Some(netns) => crate::network::netns::spawn_in_netns(&mut command, &netns),
+            None => command.spawn(),
+        };
+        let child = child.map_err(|e| RuntimeError::failed("exec", e))?;
         let group = child.id().and_then(|pid| Pid::from_raw(pid as i32));
         match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => {
@@ -292,6 +311,113 @@ fn exited(exit: ExitRecord) -> ContainerState {
     }
 }
 
+/// Streaming exec (`kubectl exec`): the command runs as the container's processes do (its
+/// environment, working directory and cgroups), on a new pty when a terminal is asked for.
+impl ProcessRuntime {
+    async fn exec_streaming(
+        &self,
+        id: &ContainerId,
+        request: &ExecRequest,
+    ) -> Result<ExecSession, RuntimeError> {
+        let failed = |e: std::io::Error| RuntimeError::failed("exec", e);
+        let record = self.record(id)?;
+        if !self.status_now(id)?.is_running() {
+            return Err(RuntimeError::failed("exec", format!("container {id} is not running")));
+        }
+        let Some((program, args)) = request.command.split_first() else {
+            return Err(RuntimeError::failed("exec", "empty command"));
+        };
+        let mut command = if request.tty {
+            pty::terminal_session(program)
+        } else {
+            tokio::process::Command::new(program)
+        };
+        command.args(args).env_clear().envs(record.config.env.iter().cloned());
+        if let Some(dir) = &record.config.working_dir {
+            command.current_dir(dir);
+        }
+        command.kill_on_drop(true);
+        let mut pty_leader = None;
+        if request.tty {
+            let pty = pty::Pty::open().map_err(failed)?;
+            let clone = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(failed);
+            command.stdin(clone(&pty.follower)?);
+            command.stdout(clone(&pty.follower)?);
+            command.stderr(clone(&pty.follower)?);
+            pty_leader = Some(pty.leader);
+        } else {
+            let piped = |wanted: bool| {
+                if wanted {
+                    std::process::Stdio::piped()
+                } else {
+                    std::process::Stdio::null()
+                }
+            };
+            command.stdin(piped(request.stdin));
+            command.stdout(piped(request.stdout));
+            command.stderr(piped(request.stderr));
+            command.process_group(0);
+        }
+        // In the pod's network namespace, as its containers (bridge pod network).
+        let spawned = match self.container_netns(id) {
+            Some(netns) => crate::network::netns::spawn_in_netns(&mut command, &netns),
+            None => command.spawn(),
+        };
+        let mut child = spawned
+            .map_err(|e| RuntimeError::failed("exec", format!("cannot run {program:?}: {e}")))?;
+        // The command's own descriptors of the follower are closed with `command`.
+        drop(command);
+        // The exec joins the container's cgroups, so its limits count it (just after it
+        // starts: the workspace forbids the `unsafe` of doing it before exec).
+        if let (Some(pid), Some(spec)) =
+            (child.id(), shim::read_json::<ShimSpec>(&self.dir(id).join(shim::SPEC_FILE)))
+        {
+            for dir in spec.cgroup.iter().chain(&spec.extra_cgroups) {
+                if let Err(error) = std::fs::write(dir.join("cgroup.procs"), pid.to_string()) {
+                    tracing::debug!(%error, cgroup = %dir.display(), "exec not moved to cgroup");
+                }
+            }
+        }
+        let mut session = ExecSession {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+            exit: futures::future::pending().boxed(),
+        };
+        if let Some(leader) = pty_leader {
+            let reader =
+                pty::LeaderReader::new(leader.try_clone().map_err(failed)?).map_err(failed)?;
+            session.stdout = Some(Box::pin(reader));
+            if request.stdin {
+                let writer =
+                    pty::leader_writer(leader.try_clone().map_err(failed)?).map_err(failed)?;
+                session.stdin = Some(Box::pin(writer));
+            }
+            let (sender, mut sizes) = tokio::sync::mpsc::channel(EXEC_RESIZES_BUFFERED);
+            tokio::spawn(async move {
+                while let Some(size) = sizes.recv().await {
+                    if let Err(error) = pty::resize(&leader, size) {
+                        tracing::debug!(%error, "terminal resize failed");
+                    }
+                }
+            });
+            session.resize = Some(sender);
+        } else {
+            session.stdin = child.stdin.take().map(|w| Box::pin(w) as _);
+            session.stdout = child.stdout.take().map(|r| Box::pin(r) as _);
+            session.stderr = child.stderr.take().map(|r| Box::pin(r) as _);
+        }
+        session.exit = async move {
+            let status = child.wait().await.map_err(|e| RuntimeError::failed("exec", e))?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        }
+        .boxed();
+        Ok(session)
+    }
+}
+
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
         "process"
@@ -302,9 +428,33 @@ impl Runtime for ProcessRuntime {
     }
 
     /// Containers share the host's network namespace: the sandbox's address is the node's
-    /// (the agent's pod network may give the pod a loopback address of its own instead).
+    /// (the agent's pod network may give the pod a loopback address of its own instead, or a
+    /// network namespace on its bridge, which `create_container` then puts containers in).
+    /// A bridge pod's namespace whose path holds none in this agent's mount namespace (the
+    /// agent that bound it ran in another) is bound again from a running container of the pod.
     fn run_sandbox<'a>(&'a self, config: &'a SandboxConfig) -> RuntimeFuture<'a, Sandbox> {
-        async move { Ok(Sandbox { pod_ip: config.node_ip.clone(), host_network: true }) }.boxed()
+        async move {
+            let uid = &config.pod_uid;
+            let lost = self.pod_netns(uid).filter(|path| !crate::network::netns::is_netns(path));
+            if lost.is_some() {
+                let prefix = format!("{uid}_");
+                let entries = std::fs::read_dir(&self.containers_dir).into_iter().flatten();
+                let running = entries.flatten().filter_map(|entry| {
+                    entry.file_name().to_str()?.starts_with(&prefix).then_some(())?;
+                    let pid = shim::read_json::<PidRecord>(&entry.path().join(shim::PID_FILE))?;
+                    let exited = entry.path().join(shim::EXIT_FILE).exists();
+                    (!exited && shim::is_alive(&pid)).then_some(pid.pid)
+                });
+                for pid in running.take(1) {
+                    let reattach = || crate::network::iproute::reattach_netns(uid, pid);
+                    if let Err(error) = crate::network::blocking(reattach) {
+                        tracing::warn!(%error, uid, "cannot find the pod's network namespace");
+                    }
+                }
+            }
+            Ok(Sandbox { pod_ip: config.node_ip.clone(), host_network: true })
+        }
+        .boxed()
     }
 
     fn remove_sandbox<'a>(&'a self, _pod_uid: &'a str) -> RuntimeFuture<'a, ()> {
@@ -335,6 +485,7 @@ impl Runtime for ProcessRuntime {
                 log_path: config.log_path.clone(),
                 cgroup: cgroup.clone(),
                 extra_cgroups: cgroups.map(|c| c.extra).unwrap_or_default(),
+                netns: self.pod_netns(&config.pod_uid),
             };
             shim::write_json(&dir.join(shim::SPEC_FILE), &spec).map_err(io_error("create"))?;
             let record =
@@ -407,6 +558,14 @@ impl Runtime for ProcessRuntime {
         timeout: Duration,
     ) -> RuntimeFuture<'a, ExecResult> {
         self.exec(id, command, timeout).boxed()
+    }
+
+    fn exec_stream<'a>(
+        &'a self,
+        id: &'a ContainerId,
+        request: &'a ExecRequest,
+    ) -> RuntimeFuture<'a, ExecSession> {
+        self.exec_streaming(id, request).boxed()
     }
 }
 

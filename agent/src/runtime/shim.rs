@@ -32,6 +32,10 @@ pub struct ShimSpec {
     /// Further cgroups it joins (cgroup v1's cpu hierarchy).
     #[serde(default)]
     pub extra_cgroups: Vec<PathBuf>,
+    /// The pod's network namespace (bridge pod network) the container runs in; `None`: the
+    /// host's.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// The running container (`pid.json`).
@@ -195,6 +199,15 @@ fn supervise(dir: &Path) -> ExitRecord {
     let Some((program, args)) = spec.argv.split_first() else {
         return exit_record(128, "StartError", Some("no command to run".into()));
     };
+    // The shim has no other thread yet: entering here puts the container, which inherits it,
+    // in the pod's namespace (the shim's own copying threads run there too, harmlessly).
+    if let Some(netns) = &spec.netns {
+        if let Err(error) = crate::network::netns::enter(netns) {
+            let message =
+                format!("cannot enter the pod's network namespace {}: {error}", netns.display());
+            return exit_record(128, "StartError", Some(message));
+        }
+    }
     let mut command = std::process::Command::new(program);
     command.args(args).env_clear().envs(spec.env.iter().cloned());
     if let Some(dir) = &spec.working_dir {

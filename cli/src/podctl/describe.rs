@@ -656,7 +656,9 @@ fn deployment(out: &mut Describer, deployment: &Value, context: &Context) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let old: Vec<&Value> = sets.iter().filter(|rs| Some(*rs) != newest).collect();
+        // kubectl sorts them oldest first (ties by name) before picking the old ones.
+        let mut old: Vec<&Value> = sets.iter().filter(|rs| Some(*rs) != newest).collect();
+        old.sort_by_key(|rs| (text(rs, "/metadata/creationTimestamp"), text(rs, "/metadata/name")));
         out.write(0, &format!("OldReplicaSets:\t{}\n", describe(old)));
         out.write(0, &format!("NewReplicaSet:\t{}\n", describe(newest.into_iter().collect())));
     }

@@ -183,3 +183,30 @@ pub fn node_ready(master: &Master, name: &str) -> bool {
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     })
 }
+
+/// Kills every container shim whose command line names a path under `dir`, with its
+/// children's process groups (each container runs in a group of its own).
+pub fn kill_shims_under(dir: &Path) {
+    let dir = dir.display().to_string();
+    let processes: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect();
+    for (shim, _, cmdline) in &processes {
+        if !(cmdline.contains("container-shim") && cmdline.contains(&dir)) {
+            continue;
+        }
+        for (child, _, _) in processes.iter().filter(|(_, parent, _)| parent == shim) {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{child}")]).status();
+        }
+        let _ = Command::new("kill").args(["-KILL", &shim.to_string()]).status();
+    }
+}

@@ -303,3 +303,24 @@ pub async fn http_get(address: &str, path: &str) -> String {
     stream.read_to_string(&mut response).await.expect("read");
     response
 }
+
+/// Checks a Prometheus text exposition with `promtool check metrics` (Debian's `prometheus`
+/// package, installed by `cargo xtask test`), failing the test with promtool's complaints.
+pub fn promtool_check(exposition: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by cargo xtask test (Debian's prometheus)");
+    promtool.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

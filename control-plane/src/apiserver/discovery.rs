@@ -290,6 +290,12 @@ fn subresource_facts(resource: &Resource, subresource: Subresource) -> Subresour
     match subresource {
         Subresource::Status => own(READ_WRITE),
         Subresource::Log => own(&["get"]),
+        Subresource::Exec => SubresourceFacts {
+            group: resource.group,
+            version: resource.version,
+            kind: "PodExecOptions",
+            verbs: &["create", "get"],
+        },
         Subresource::Binding => SubresourceFacts {
             group: resource.group,
             version: resource.version,

@@ -69,7 +69,7 @@ pub fn parse_target(segments: &[&str]) -> Option<Target> {
     Some(Target { resource, namespace, name, subresource })
 }
 
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .filter(|(k, _)| !k.is_empty())
@@ -84,6 +84,11 @@ fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> 
 pub fn verb_of(method: &Method, target: &Target, query: &str) -> String {
     let pairs = query_pairs(query);
     let watching = matches!(query_value(&pairs, "watch"), Some("true" | "1"));
+    // A WebSocket exec is a GET, but it may run anything: it needs `create`, as
+    // kube-apiserver asks since 1.30.
+    if target.subresource == Some("exec") {
+        return "create".into();
+    }
     match (method.as_str(), target.name.is_some()) {
         ("GET", true) => "get",
         ("GET", false) if watching => "watch",
@@ -180,6 +185,10 @@ async fn serve_inner(
         ("GET", Some(name), Some("log")) => {
             let pod = get_object(server, target, name).await?.0;
             super::pods::log(server, &pod, &pairs).await
+        }
+        ("GET" | "POST", Some(name), Some("exec")) => {
+            let pod = get_object(server, target, name).await?.0;
+            super::pods::exec(server, &pod, request).await
         }
         ("GET", None, None) => {
             if matches!(query_value(&pairs, "watch"), Some("true" | "1")) {

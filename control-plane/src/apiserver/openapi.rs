@@ -618,6 +618,8 @@ fn subresource_target(own: &Target, subresource: Subresource) -> (Target, &'stat
         }
         Subresource::Binding => (other(BINDING, gvk("", "v1", "Binding")), &[Create]),
         Subresource::Log => (Target { subresource: "log", log: true, ..own.clone() }, &[Read]),
+        // A connect operation answering a stream, described as the log's plain text is.
+        Subresource::Exec => (Target { subresource: "exec", log: true, ..own.clone() }, &[Read]),
         Subresource::Token => {
             (other(TOKEN_REQUEST, gvk("authentication.k8s.io", "v1", "TokenRequest")), &[Create])
         }

@@ -13,11 +13,14 @@
 //!   certificate (user [`KUBELET_CLIENT_USER`]), streamed back as it comes (`follow`). The
 //!   agent's serving certificate is not verified, as kube-apiserver does without
 //!   `--kubelet-certificate-authority`.
+//! - **`pods/exec`**, a WebSocket upgrade passed through to the same agent: once both the
+//!   client and the agent switched protocols, the two connections are joined byte for byte.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -277,16 +280,9 @@ fn agent_error(code: u16, body: &[u8]) -> ApiError {
     ApiError { code, reason, message, name: None, kind: None }
 }
 
-/// `GET pods/<name>/log`: streams the container's log from its node's agent.
-pub async fn log(
-    server: &ApiServer,
-    pod: &Value,
-    pairs: &[(String, String)],
-) -> Result<Response<Body>, ApiError> {
-    let query = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    let container = log_container(pod, query("container"))?;
+/// Where the agent of a bound pod's node listens: (address, port).
+async fn agent_endpoint(server: &ApiServer, pod: &Value) -> Result<(String, u16), ApiError> {
     let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
     if node_name.is_empty() {
         return Err(ApiError::bad_request(format!("pod {pod_name} does not have a host assigned")));
@@ -299,11 +295,78 @@ pub async fn log(
         addresses.iter().find(|a| a["type"] == *kind).and_then(|a| a["address"].as_str())
     });
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_i64();
-    let (Some(address), Some(port)) = (address, port.filter(|p| *p > 0)) else {
-        return Err(ApiError::bad_request(format!(
+    match (address, port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0)) {
+        (Some(address), Some(port)) => Ok((address.to_string(), port)),
+        _ => Err(ApiError::bad_request(format!(
             "node {node_name} has no agent endpoint (address and daemonEndpoints port)"
-        )));
+        ))),
+    }
+}
+
+/// Sends one request to a pod's agent on a new connection (which allows upgrades) and
+/// returns the response head and body; `path` includes the query.
+async fn agent_request(
+    server: &ApiServer,
+    pod: &Value,
+    path: &str,
+    headers: &[(&str, String)],
+) -> Result<hyper::Response<Incoming>, ApiError> {
+    let (address, port) = agent_endpoint(server, pod).await?;
+    let host = if address.contains(':') { format!("[{address}]") } else { address.clone() };
+    let url = format!("https://{host}:{port}{path}");
+    let failed = |error: &dyn std::fmt::Display| ApiError {
+        code: 500,
+        reason: "InternalError",
+        message: format!("Get \"{url}\": {error}"),
+        name: None,
+        kind: None,
     };
+    let connect = tokio::net::TcpStream::connect((address.as_str(), port));
+    let stream = match tokio::time::timeout(AGENT_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(failed(&format!("dial tcp {address}:{port}: {error}"))),
+        Err(_) => return Err(failed(&format!("dial tcp {address}:{port}: i/o timeout"))),
+    };
+    let server_name =
+        rustls::pki_types::ServerName::try_from(address.clone()).map_err(|e| failed(&e))?;
+    let connector = tokio_rustls::TlsConnector::from(server.kubelet_client.tls.clone());
+    let tls = connector.connect(server_name, stream).await.map_err(|e| failed(&e))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| failed(&e))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let mut request = hyper::Request::get(path).header("host", format!("{host}:{port}"));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request.body(Body::empty()).expect("valid request");
+    tokio::time::timeout(AGENT_RESPONSE_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(|_| failed(&"timeout awaiting response headers"))?
+        .map_err(|e| failed(&e))
+}
+
+/// An agent's refusal, read from its response.
+async fn refused(response: hyper::Response<Incoming>) -> ApiError {
+    let code = response.status().as_u16();
+    let body = Body::new(response.into_body());
+    let bytes = axum::body::to_bytes(body, AGENT_ERROR_BYTES_MAX).await.unwrap_or_default();
+    agent_error(code, &bytes)
+}
+
+/// `GET pods/<name>/log`: streams the container's log from its node's agent.
+pub async fn log(
+    server: &ApiServer,
+    pod: &Value,
+    pairs: &[(String, String)],
+) -> Result<Response<Body>, ApiError> {
+    let query = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let container = log_container(pod, query("container"))?;
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let forwarded = {
         let mut forwarded = url::form_urlencoded::Serializer::new(String::new());
         let keys = ["follow", "previous", "timestamps", "tailLines", "sinceSeconds"];
@@ -315,51 +378,98 @@ pub async fn log(
         forwarded.finish()
     };
     let path = format!("/containerLogs/{namespace}/{pod_name}/{container}?{forwarded}");
-    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
-    let url = format!("https://{host}:{port}{path}");
-    let failed = |error: &dyn std::fmt::Display| ApiError {
-        code: 500,
-        reason: "InternalError",
-        message: format!("Get \"{url}\": {error}"),
-        name: None,
-        kind: None,
-    };
-    let connect = tokio::net::TcpStream::connect((address, port as u16));
-    let stream = match tokio::time::timeout(AGENT_CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Err(failed(&format!("dial tcp {address}:{port}: {error}"))),
-        Err(_) => return Err(failed(&format!("dial tcp {address}:{port}: i/o timeout"))),
-    };
-    let server_name =
-        rustls::pki_types::ServerName::try_from(address.to_string()).map_err(|e| failed(&e))?;
-    let connector = tokio_rustls::TlsConnector::from(server.kubelet_client.tls.clone());
-    let tls = connector.connect(server_name, stream).await.map_err(|e| failed(&e))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| failed(&e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = hyper::Request::get(&path)
-        .header("host", format!("{host}:{port}"))
-        .body(Body::empty())
-        .expect("valid request");
-    let response = tokio::time::timeout(AGENT_RESPONSE_TIMEOUT, sender.send_request(request))
-        .await
-        .map_err(|_| failed(&"timeout awaiting response headers"))?
-        .map_err(|e| failed(&e))?;
-    let code = response.status();
-    let body = Body::new(response.into_body());
-    if code != StatusCode::OK {
-        let bytes = axum::body::to_bytes(body, AGENT_ERROR_BYTES_MAX).await.unwrap_or_default();
-        return Err(agent_error(code.as_u16(), &bytes));
+    let response = agent_request(server, pod, &path, &[]).await?;
+    if response.status() != StatusCode::OK {
+        return Err(refused(response).await);
     }
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain")
-        .body(body)
+        .body(Body::new(response.into_body()))
         .expect("valid response"))
+}
+
+/// The headers of a WebSocket upgrade passed between client and agent.
+const UPGRADE_REQUEST_HEADERS: [&str; 5] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+];
+const UPGRADE_RESPONSE_HEADERS: [&str; 4] =
+    ["connection", "upgrade", "sec-websocket-accept", "sec-websocket-protocol"];
+
+/// `pods/<name>/exec`: the client's WebSocket upgrade is passed to the pod's agent, and once
+/// both sides switched protocols the two connections are joined (as kube-apiserver's
+/// upgrade-aware proxy does). The agent speaks the channel protocol itself.
+pub async fn exec(
+    server: &ApiServer,
+    pod: &Value,
+    mut request: hyper::Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let pairs = super::objects::query_pairs(request.uri().query().unwrap_or(""));
+    let query = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let container = log_container(pod, query("container"))?;
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    if matches!(phase, "Succeeded" | "Failed") {
+        return Err(ApiError::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let forwarded = {
+        let mut forwarded = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in &pairs {
+            if matches!(key.as_str(), "command" | "stdin" | "stdout" | "stderr" | "tty") {
+                forwarded.append_pair(key, value);
+            }
+        }
+        forwarded.finish()
+    };
+    let headers: Vec<(&str, String)> = UPGRADE_REQUEST_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = request.headers().get(*name)?.to_str().ok()?;
+            Some((*name, value.to_string()))
+        })
+        .collect();
+    if !headers.iter().any(|(n, v)| *n == "upgrade" && v.eq_ignore_ascii_case("websocket")) {
+        return Err(ApiError::bad_request(
+            "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is \
+             not supported"
+                .to_string(),
+        ));
+    }
+    let path = format!("/exec/{namespace}/{pod_name}/{container}?{forwarded}");
+    let mut response = agent_request(server, pod, &path, &headers).await?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(refused(response).await);
+    }
+    let mut switched = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for name in UPGRADE_RESPONSE_HEADERS {
+        if let Some(value) = response.headers().get(name) {
+            switched = switched.header(name, value);
+        }
+    }
+    let client_side = hyper::upgrade::on(&mut request);
+    let agent_side = hyper::upgrade::on(&mut response);
+    let pod_name = pod_name.to_string();
+    tokio::spawn(async move {
+        let (client, agent) = match tokio::join!(client_side, agent_side) {
+            (Ok(client), Ok(agent)) => (client, agent),
+            (client, agent) => {
+                tracing::debug!(pod = %pod_name, client = ?client.err(), agent = ?agent.err(),
+                    "exec upgrade failed");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut agent = hyper_util::rt::TokioIo::new(agent);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut agent).await;
+    });
+    Ok(switched.body(Body::empty()).expect("valid response"))
 }
 
 #[cfg(test)]

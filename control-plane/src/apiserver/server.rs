@@ -396,7 +396,8 @@ async fn accept_loop(
             builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(
                 std::time::Duration::from_millis(crate::limits::HEADER_READ_TIMEOUT_MS),
             );
-            let connection = builder.serve_connection(io, service);
+            // Upgrades pass `pods/exec` WebSockets through to node agents.
+            let connection = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(connection);
             // On shutdown, connections finish their requests and close (watches end), so
             // nothing keeps the server, and through it the store, alive.

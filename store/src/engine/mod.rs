@@ -139,8 +139,19 @@ pub trait KvEngine: KvRead + Send + Sync + 'static {
     /// A consistent point-in-time view; later writes are invisible to it.
     fn snapshot(&self) -> Box<dyn KvRead + '_>;
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError>;
+    /// Makes every write so far durable (one fdatasync of the write-ahead log): a
+    /// `Buffered` write followed by this is as durable as a `Sync` one. An engine without a
+    /// log has nothing to do.
+    fn sync_wal(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Approximate bytes used on disk (or in memory) by these keyspaces.
     fn size_bytes(&self, keyspaces: &[Keyspace]) -> u64;
+    /// Approximate bytes of live data in these keyspaces: `size_bytes` less what a defragment
+    /// would reclaim. An engine that keeps no dead data reports `size_bytes`.
+    fn live_size_bytes(&self, keyspaces: &[Keyspace]) -> u64 {
+        self.size_bytes(keyspaces)
+    }
     /// Rewrites storage to drop deleted data and reclaim space (etcd's defragment); contents
     /// are unchanged. May take long on a large store: call it off the async runtime.
     fn defragment(&self) -> Result<(), EngineError>;

@@ -213,6 +213,24 @@ impl KvEngine for RocksEngine {
         bytes
     }
 
+    fn sync_wal(&self) -> Result<(), EngineError> {
+        self.db.flush_wal(true).map_err(|e| EngineError::Backend(e.to_string()))
+    }
+
+    /// RocksDB's estimate of live SST data plus the memtables.
+    fn live_size_bytes(&self, keyspaces: &[Keyspace]) -> u64 {
+        let mut bytes = 0;
+        for &keyspace in keyspaces {
+            let cf = column_family(&self.db, keyspace);
+            for property in
+                [properties::ESTIMATE_LIVE_DATA_SIZE, properties::CUR_SIZE_ALL_MEM_TABLES]
+            {
+                bytes += self.db.property_int_value_cf(&cf, property).ok().flatten().unwrap_or(0);
+            }
+        }
+        bytes
+    }
+
     /// A full manual compaction of every column family: rewrites the SST files without
     /// deleted and overwritten entries (tombstones of compacted MVCC history included).
     fn defragment(&self) -> Result<(), EngineError> {

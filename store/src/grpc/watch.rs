@@ -245,6 +245,7 @@ impl WatchStream {
                 let Some(&id) = self.by_hub_id.get(&watcher) else { return Ok(()) };
                 let fragment = self.watchers.get(&id).is_some_and(|w| w.fragment);
                 let events: Vec<mvccpb::Event> = events.into_iter().map(event).collect();
+                self.store.metrics().watch_events_sent_total.inc_by(events.len() as u64);
                 for response in fragments(self.header(revision), id, events, fragment) {
                     self.send(response).await?;
                 }

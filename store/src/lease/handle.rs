@@ -203,6 +203,7 @@ impl Store {
                     .lock()
                     .expect("lease table lock")
                     .keep_alive(id, Instant::now())?;
+                self.metrics().lease_renewed_total.inc();
                 Ok(LeaseReply::KeptAlive { ttl_seconds })
             }
             LeaseRequest::TimeToLive { id, keys } => self.time_to_live_here(id, keys).await,

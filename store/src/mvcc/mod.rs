@@ -33,6 +33,6 @@ pub use hash::{hash_kv, KvHash};
 pub use history::events;
 pub(crate) use keys::META_CURRENT_REVISION;
 pub use overlay::Overlay;
-pub use read::{compacted_revision, current_revision, range};
+pub use read::{compacted_revision, current_revision, live_key_count, live_key_delta, range};
 pub use types::*;
 pub use validate::validate;

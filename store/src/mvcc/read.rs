@@ -3,7 +3,8 @@
 use std::cmp::Ordering;
 
 use super::keys::{self, RecordHeader, Revision};
-use super::{KeyValue, MvccError, RangeRequest, RangeResponse, SortOrder, SortTarget};
+use super::{Event, EventKind, KeyValue, MvccError, RangeRequest, RangeResponse};
+use super::{SortOrder, SortTarget};
 use crate::engine::{Keyspace, KvRead};
 
 /// The store's current revision: 1 on an empty store, as in etcd.
@@ -197,6 +198,32 @@ pub fn range(r: &dyn KvRead, req: &RangeRequest) -> Result<RangeResponse, MvccEr
     let mut response = range_at(r, req, current, current)?;
     response.header_revision = current;
     Ok(response)
+}
+
+/// How many keys are live (not deleted) at the current revision: one scan of the index, for
+/// start-up and snapshot install; applied events keep the count afterwards
+/// ([`live_key_delta`]).
+pub fn live_key_count(r: &dyn KvRead) -> Result<i64, MvccError> {
+    let every_key = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        count_only: true,
+        ..RangeRequest::default()
+    };
+    Ok(range(r, &every_key)?.count)
+}
+
+/// How applied events change the number of live keys: a put that creates a key (its first
+/// version) adds one, a delete removes one; other puts change nothing.
+pub fn live_key_delta(events: &[Event]) -> i64 {
+    events
+        .iter()
+        .map(|event| match event.kind {
+            EventKind::Put if event.kv.version == 1 => 1,
+            EventKind::Put => 0,
+            EventKind::Delete => -1,
+        })
+        .sum()
 }
 
 /// Range with the revision defaulting to `default_revision`; revisions above

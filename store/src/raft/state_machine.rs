@@ -113,6 +113,7 @@ impl StateMachine {
         let watch_hub = Arc::new(WatchHub::new(engine.clone(), revision, metrics.clone()));
         let leases = SharedLeaseTable::default();
         reload_leases(&*engine, &leases)?;
+        count_keys_and_leases(&*engine, &leases, &metrics)?;
         let alarms = SharedAlarms::default();
         reload_alarms(&*engine, &alarms)?;
         let machine = StateMachine {
@@ -188,6 +189,20 @@ fn reload_leases(engine: &dyn KvEngine, leases: &SharedLeaseTable) -> Result<(),
     Ok(())
 }
 
+/// Sets the key and lease gauges from storage (start-up, snapshot install); applies keep
+/// them up to date afterwards.
+fn count_keys_and_leases(
+    engine: &dyn KvEngine,
+    leases: &SharedLeaseTable,
+    metrics: &Metrics,
+) -> Result<(), StorageError> {
+    let keys = mvcc::live_key_count(engine)
+        .map_err(|e| read_error(&EngineError::Backend(e.to_string())))?;
+    metrics.mvcc_keys.set(keys);
+    metrics.leases.set(leases.lock().expect("lease table lock").len() as i64);
+    Ok(())
+}
+
 /// Replaces the in-memory alarm set with the stored one (start-up, snapshot install).
 fn reload_alarms(engine: &dyn KvEngine, alarms: &SharedAlarms) -> Result<(), StorageError> {
     let stored = alarm::load(engine).map_err(|e| read_error(&e))?;
@@ -212,14 +227,21 @@ fn apply_lease_entry(
     }))
 }
 
-fn update_lease_table(table: &mut LeaseTable, changes: Vec<LeaseProposal>) {
+fn update_lease_table(table: &mut LeaseTable, changes: Vec<LeaseProposal>, metrics: &Metrics) {
     let now = tokio::time::Instant::now();
     for change in changes {
         match change {
-            LeaseProposal::Grant { id, ttl_seconds } => table.granted(id, ttl_seconds, now),
-            LeaseProposal::Revoke { id } => table.revoked(id),
+            LeaseProposal::Grant { id, ttl_seconds } => {
+                table.granted(id, ttl_seconds, now);
+                metrics.lease_granted_total.inc();
+            }
+            LeaseProposal::Revoke { id } => {
+                table.revoked(id);
+                metrics.lease_revoked_total.inc();
+            }
         }
     }
+    metrics.leases.set(table.len() as i64);
 }
 
 /// Applies entries in one engine batch; returns one result per entry.
@@ -228,7 +250,7 @@ fn apply_entries(
     leases: &SharedLeaseTable,
     alarms: &SharedAlarms,
     entries: Vec<Entry>,
-    commit_seconds: &prometheus::Histogram,
+    metrics: &Metrics,
 ) -> Result<(Vec<ProposalResult>, AppliedState, Vec<Event>), StorageError> {
     let (mut last_applied, mut membership) = read_applied(engine)?;
     let mut lease_changes = Vec::new();
@@ -297,9 +319,11 @@ fn apply_entries(
     let revision = mvcc::current_revision(&overlay)
         .map_err(|e| read_error(&crate::engine::EngineError::Backend(e.to_string())))?;
     let batch = overlay.into_batch();
-    let _timer = commit_seconds.start_timer();
+    let timer = metrics.backend_commit_duration_seconds.start_timer();
     engine.write(batch, Durability::Buffered).map_err(|e| write_error(&e))?;
-    update_lease_table(&mut leases.lock().expect("lease table lock"), lease_changes);
+    timer.observe_duration();
+    metrics.mvcc_keys.add(mvcc::live_key_delta(&events));
+    update_lease_table(&mut leases.lock().expect("lease table lock"), lease_changes, metrics);
     if alarm_set != alarms_before {
         *alarms.lock().expect("alarm set lock") = alarm_set;
     }
@@ -412,11 +436,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let engine = self.engine.clone();
-        let commit_seconds = self.metrics.backend_commit_duration_seconds.clone();
+        let metrics = self.metrics.clone();
         let leases = self.leases.clone();
         let alarms = self.alarms.clone();
         let (results, applied, events) = tokio::task::spawn_blocking(move || {
-            apply_entries(&*engine, &leases, &alarms, entries, &commit_seconds)
+            apply_entries(&*engine, &leases, &alarms, entries, &metrics)
         })
         .await
         .expect("apply task panicked")?;
@@ -452,6 +476,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied.send_replace(AppliedState { log_index, revision });
         self.watch_hub.reset_after_snapshot(revision);
         reload_leases(&*self.engine, &self.leases)?;
+        count_keys_and_leases(&*self.engine, &self.leases, &self.metrics)?;
         reload_alarms(&*self.engine, &self.alarms)?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot_file(&stored)?;

@@ -269,3 +269,21 @@ fn corrupt_index_is_an_error() {
     store.engine.write(batch, Durability::Sync).unwrap();
     assert!(matches!(store.range(&range_req("a", "")), Err(MvccError::Corrupt(_))));
 }
+
+#[test]
+fn live_key_count_follows_the_events_of_writes() {
+    let store = TestStore::new();
+    let mut counted = 0;
+    let mut apply = |req: WriteRequest| {
+        let (_, events) = store.write(req).unwrap();
+        counted += live_key_delta(&events);
+        counted
+    };
+    assert_eq!(apply(WriteRequest::Put(put("a", "1"))), 1);
+    assert_eq!(apply(WriteRequest::Put(put("b", "1"))), 2);
+    assert_eq!(apply(WriteRequest::Put(put("a", "2"))), 2, "an overwrite adds no key");
+    let delete_all = DeleteRangeRequest { key: b("a"), range_end: b("c"), prev_kv: false };
+    assert_eq!(apply(WriteRequest::DeleteRange(delete_all)), 0);
+    assert_eq!(apply(WriteRequest::Put(put("a", "3"))), 1, "a re-created key counts again");
+    assert_eq!(live_key_count(&store.engine).unwrap(), counted);
+}
