@@ -86,11 +86,17 @@ async fn lists_page_select_and_watches_resume_or_expire() {
             .await
             .expect("create");
     }
-    // Pages of two: every object once, all at one resourceVersion.
+    // Pages of two: every object once, all at one resourceVersion, even when the store moves
+    // on between pages (a write elsewhere: a later page still reports the first one's).
+    let other: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "kube-system");
     let mut names = Vec::new();
     let mut token: Option<String> = None;
     let mut versions = Vec::new();
     loop {
+        if token.is_some() {
+            let name = format!("elsewhere-{}", versions.len());
+            other.create(&PostParams::default(), &config_map(&name, &[])).await.expect("create");
+        }
         let mut params = ListParams::default().limit(2);
         if let Some(token) = &token {
             params = params.continue_token(token);

@@ -223,6 +223,14 @@ async fn binds_pods_to_fitting_nodes_spreads_replicas_and_waits_for_room() {
     // n1..n3 have 800m left, n4 1 CPU.
     create_pod(client, "after-restart", "900m", json!({})).await;
     assert_eq!(wait_bound(client, "after-restart").await, "n4");
+    // The scheduler counts an attempt after its binding call returns, so a watcher may see the
+    // pod bound a moment before the count moves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while counter(&registry, "scheduler_schedule_attempts_total", "scheduled") < 1.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(counter(&registry, "scheduler_schedule_attempts_total", "scheduled"), 1.0);
     running.stop().await;
     cluster.stop().await;

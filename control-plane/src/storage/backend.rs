@@ -294,7 +294,9 @@ impl Backend {
     }
 
     /// Keys in `[start, end)` in key order, at `revision` (0: the latest), at most `limit`
-    /// (0: all).
+    /// (0: all). The page's revision is the one read at: `revision` when given (the store's
+    /// header would name its current revision, which may be later), so paging a list page by
+    /// page at the first page's revision reads one snapshot.
     pub async fn list(
         &self,
         start: &[u8],
@@ -315,8 +317,9 @@ impl Backend {
             }
             other => other,
         })?;
+        let current = response.header.map_or(0, |h| h.revision);
         Ok(Page {
-            revision: response.header.map_or(0, |h| h.revision),
+            revision: if revision > 0 { revision } else { current },
             more: response.more,
             kvs: response.kvs.into_iter().map(StoredKv::from).collect(),
         })
