@@ -72,8 +72,50 @@ fn workspace_root() -> PathBuf {
     manifest_dir.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// A cargo command with the environment a plain `cargo` in a shell would have. `cargo xtask`
+/// runs this program through `cargo run`, which adds package variables and prepends its own
+/// library directories to `LD_LIBRARY_PATH`. Build scripts that read the environment then see
+/// other values than under a plain `cargo build`; alternating the two was seen to rebuild the
+/// release tree from its C dependencies up.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let added_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if added_by_cargo_run {
+            command.env_remove(&*name);
+        }
+    }
+    if let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") {
+        let kept = std::env::split_paths(&paths).filter(|path| !added_library_dir(path));
+        let kept: Vec<_> = kept.collect();
+        if kept.is_empty() {
+            command.env_remove("LD_LIBRARY_PATH");
+        } else if let Ok(joined) = std::env::join_paths(kept) {
+            command.env("LD_LIBRARY_PATH", joined);
+        }
+    }
+    command
+}
+
+/// Whether `cargo run` put this directory on `LD_LIBRARY_PATH`: one of the target directory's
+/// or the toolchain's library directories.
+fn added_library_dir(path: &Path) -> bool {
+    let under_target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(workspace_root().join("target")))
+        .is_some_and(|target| path.starts_with(&target));
+    let toolchain = path.components().any(|c| c.as_os_str() == "toolchains")
+        && path.components().any(|c| c.as_os_str() == ".rustup");
+    under_target || toolchain || path.ends_with("target/debug/deps")
 }
 
 fn run(command: &mut Command) -> Result<()> {
