@@ -25,8 +25,16 @@ pub const PROPOSAL_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// wait for a slot are folded into the next entry; 4 gave 2.7x the 1-member put rate of 16 at
 /// 100 clients (docs/benchmarks.md, run 3).
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
+/// Requests in a batch of committed entries that the state machine applies on its async task
+/// when all are point writes (more, or heavier ones, go to a blocking thread).
+pub const APPLY_INLINE_REQUESTS_MAX: usize = 64;
 /// Raft log appends written and waiting for the flusher's next WAL sync; one more waits.
 pub const LOG_FLUSHES_QUEUED_MAX: usize = 1024;
+/// Recently appended Raft log entries kept in memory, so that applying and replicating them
+/// does not read them back from the engine: at most this many entries...
+pub const LOG_CACHE_ENTRIES_MAX: usize = 4096;
+/// ...and at most this many encoded bytes (the oldest are dropped first).
+pub const LOG_CACHE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Raft entries between state-machine snapshots.
 pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 10_000;

@@ -9,11 +9,12 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogId, RaftLogReader, Vote};
 
+use super::log_cache::LogCache;
 use super::{decode, encode, read_error, write_error, LogId, NodeId, StorageError, TypeConfig};
 use crate::engine::{Durability, EngineError, Keyspace, KvEngine, WriteBatch};
 use crate::limits;
@@ -43,6 +44,8 @@ pub struct LogStore {
     /// Callbacks of appends written but not yet synced, for the flusher thread (bounded: a
     /// full queue holds the next append back).
     flushes: tokio::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// The log's latest entries, shared by every clone (`log_cache`).
+    cache: Arc<Mutex<LogCache>>,
 }
 
 impl LogStore {
@@ -53,7 +56,8 @@ impl LogStore {
             .name("raft-log-flush".into())
             .spawn(move || run_flusher(&*flusher_engine, &flusher_metrics, waiting))
             .expect("spawn the Raft log flusher");
-        LogStore { engine, metrics, flushes }
+        let cache = LogCache::new(limits::LOG_CACHE_ENTRIES_MAX, limits::LOG_CACHE_BYTES_MAX);
+        LogStore { engine, metrics, flushes, cache: Arc::new(Mutex::new(cache)) }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -104,6 +108,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        if let Some(cached) = self.cache.lock().expect("log cache lock").read(start, end) {
+            return Ok(cached);
+        }
         let end_key = end.map(index_key);
         let mut entries: Vec<Entry> = Vec::new();
         let end_key = end_key.as_ref().map(|k| &k[..]);
@@ -149,9 +156,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not synced: after a crash a smaller committed index only means re-applying less at
         // start-up; the leader's next heartbeat brings the rest.
+        // Inline: openraft awaits this on its core task, and a buffered write of one small
+        // key takes microseconds, less than a hop to a blocking thread and back.
         let mut batch = WriteBatch::default();
         batch.put(Keyspace::RaftState, KEY_COMMITTED.to_vec(), encode(&committed));
-        self.write(batch, Durability::Buffered).await?;
+        self.engine.write(batch, Durability::Buffered).map_err(|e| write_error(&e))?;
         let index = committed.map_or(0, |c| c.index);
         Metrics::advance_to(&self.metrics.proposals_committed_total, index);
         Ok(())
@@ -174,12 +183,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         for entry in entries {
-            batch.put(
-                Keyspace::RaftLog,
-                index_key(entry.get_log_id().index).to_vec(),
-                encode(&entry),
-            );
+            let encoded = encode(&entry);
+            let size = encoded.len();
+            batch.put(Keyspace::RaftLog, index_key(entry.get_log_id().index).to_vec(), encoded);
+            appended.push((entry, size));
         }
         // Unsynced, inline: a buffered engine write takes microseconds and keeps appends in
         // order with truncations and purges, which openraft issues on this same task.
@@ -187,6 +196,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
             return Err(write_error(&error));
         }
+        self.cache.lock().expect("log cache lock").append(appended);
         self.flushes.send(callback).await.map_err(|_| {
             write_error(&EngineError::Backend("the Raft log flusher stopped".into()))
         })?;
@@ -194,6 +204,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache.lock().expect("log cache lock").truncate(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range(
             Keyspace::RaftLog,
@@ -205,6 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache.lock().expect("log cache lock").purge(log_id.index);
         let mut batch = WriteBatch::default();
         batch.put(Keyspace::RaftState, KEY_LAST_PURGED.to_vec(), encode(&log_id));
         batch.delete_range(

@@ -8,6 +8,7 @@
 // helpers would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod log_cache;
 mod log_store;
 mod network;
 mod state_machine;
