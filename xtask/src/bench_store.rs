@@ -80,8 +80,15 @@ struct Case {
 fn case(name: &'static str, label: &str, args: &str, total: u64) -> Case {
     let mut args: Vec<String> = args.split_whitespace().map(String::from).collect();
     args.extend(["--total".to_string(), total.to_string()]);
-    Case { name, label: label.replace("{total}", &total.to_string()), args }
+    let watchers = args.iter().skip_while(|a| *a != "--watchers").nth(1).cloned();
+    let label = label
+        .replace("{total}", &total.to_string())
+        .replace("{watchers}", watchers.as_deref().unwrap_or("?"));
+    Case { name, label, args }
 }
+
+/// Watchers `watch-idle` opens (divided by 10 with `--quick`).
+const IDLE_WATCHERS: u64 = 10_000;
 
 /// The 3-member workloads; `scale` divides the totals (10 with `--quick`).
 fn three_member_cases(scale: u64) -> Vec<Case> {
@@ -142,6 +149,17 @@ fn three_member_cases(scale: u64) -> Vec<Case> {
             "watch latency, 1 watcher (events/s)",
             "watch-latency --conns 2 --key-space-size 1000",
             n(1_000),
+        ),
+        // Memory, not speed: the row's rate is watch creations; the bytes per idle watcher
+        // are printed below the table. `{pids}` becomes the cluster's member PIDs.
+        case(
+            "watch-idle",
+            "{watchers} idle watchers (creates/s)",
+            &format!(
+                "watch-idle --watchers {} --conns 100 --prefix idle/ --rss-pids {{pids}}",
+                n(IDLE_WATCHERS)
+            ),
+            0,
         ),
     ]
 }
@@ -400,6 +418,7 @@ fn run_all(
     let (one_results, one_memory) = runner.group(one, &[4])?;
     print_table(three, &three_results, one, &one_results);
     print_memory("3-member", &three_memory);
+    print_idle_watchers(three, &three_results);
     print_memory("1-member", &one_memory);
     println!(
         "machine: {} cores; fdatasync (256 B append) median {:.0} µs, p99 {:.0} µs; loopback \
@@ -569,8 +588,11 @@ impl Runner<'_> {
     fn load(&self, cluster: &Cluster, case: &Case, size: usize) -> Value {
         let stem = format!("{}-{size}-{}", cluster.server.name(), case.name);
         let json_path = self.work.join(format!("{stem}.json"));
+        let pids: Vec<String> =
+            cluster.members.iter().filter_map(Member::pid).map(|p| p.to_string()).collect();
+        let args = case.args.iter().map(|arg| arg.replace("{pids}", &pids.join(",")));
         let output = Command::new(self.bins.join("store-load"))
-            .args(&case.args)
+            .args(args)
             .args(["--endpoints", &cluster.endpoints(), "--target", "leader"])
             .args(["--timeout-seconds", &self.timeout.to_string()])
             .arg("--json")
@@ -684,6 +706,27 @@ fn print_memory(group: &str, memory: &Value) {
             .collect();
         println!("memory after the {group} runs, {server}: {}", rss.join(", "));
     }
+}
+
+/// The resident memory each idle watcher cost, from the `watch-idle` run.
+fn print_idle_watchers(cases: &[Case], results: &[Pair]) {
+    let Some((_, (skiff, etcd))) = cases.iter().zip(results).find(|(c, _)| c.name == "watch-idle")
+    else {
+        return;
+    };
+    let per = |result: &Value| result.pointer("/idle_watchers/bytes_per_watcher")?.as_f64();
+    let watchers = skiff.pointer("/idle_watchers/watchers").and_then(Value::as_u64).unwrap_or(0);
+    let show = |bytes: Option<f64>| bytes.map_or("-".to_string(), |b| format!("{b:.0} B"));
+    let ratio = match (per(skiff), per(etcd)) {
+        (Some(s), Some(e)) if e > 0.0 => format!(", Skiff/etcd {:.2}", s / e),
+        _ => String::new(),
+    };
+    println!(
+        "resident memory per idle watcher ({watchers} watchers, members' RSS summed): Skiff {}, \
+         etcd {}{ratio}",
+        show(per(skiff)),
+        show(per(etcd))
+    );
 }
 
 fn results_json(cases: &[Case], results: &[Pair]) -> Value {

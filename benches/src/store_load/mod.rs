@@ -49,6 +49,10 @@ pub enum Workload {
     Watch,
     /// One watcher, puts one at a time: put sent → event delivered.
     WatchLatency,
+    /// `--watchers` watchers on the key prefix that receive nothing; the resident memory of
+    /// the `--rss-pids` processes (the servers, on this machine) before they open and once
+    /// they are open gives the memory an idle watcher costs.
+    WatchIdle,
     /// Ranges and puts of random keys, `--read-ratio` of them ranges.
     Mixed,
     /// Waits until every endpoint names the same leader, and prints it.
@@ -164,6 +168,13 @@ pub struct Flags {
     /// `compaction-pause`: seconds of puts after the compaction call returns.
     #[arg(long, default_value_t = 5)]
     pub after_seconds: u64,
+    /// `watch-idle`: the server processes (on this machine) whose resident memory is read,
+    /// comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub rss_pids: Vec<u32>,
+    /// `watch-idle`: how long the watchers stay open before the memory is read again.
+    #[arg(long, default_value_t = 3)]
+    pub settle_seconds: u64,
 }
 
 impl Flags {
@@ -222,6 +233,14 @@ impl Flags {
         ensure!(
             self.workload != Workload::MemberAdd || self.peer_url.is_some(),
             "member-add needs --peer-url"
+        );
+        ensure!(
+            self.workload != Workload::WatchIdle || !self.rss_pids.is_empty(),
+            "watch-idle needs --rss-pids"
+        );
+        ensure!(
+            self.settle_seconds < self.timeout_seconds,
+            "--settle-seconds must be under --timeout-seconds"
         );
         ensure!(
             self.before_seconds + self.after_seconds < self.timeout_seconds,
@@ -382,6 +401,7 @@ pub async fn main(flags: Flags) -> Result<()> {
             }
             Workload::Watch => watch::fan_out(run.clone()).await,
             Workload::WatchLatency => watch::latency(run.clone()).await,
+            Workload::WatchIdle => watch::idle(run.clone()).await,
             Workload::CompactionPause => scale::compaction_pause(run.clone()).await,
             Workload::WaitLeader | Workload::CatchUp | Workload::MemberAdd => {
                 unreachable!("handled above")

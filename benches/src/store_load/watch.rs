@@ -9,6 +9,9 @@
 //!
 //! `watch-latency`: one watcher, puts one at a time, each timed from just before it is sent
 //! to its event's delivery.
+//!
+//! `watch-idle`: `--watchers` watchers that receive nothing, and the servers' resident memory
+//! before and after they open.
 
 use control_plane::storage::backend::prefix_end;
 use std::collections::{HashMap, HashSet};
@@ -409,6 +412,80 @@ pub async fn latency(run: Arc<Run>) -> Result<Outcome> {
     let notes = vec![format!("missing events {missing}, unexpected events {unexpected}")];
     let mut outcome = Outcome { rows, extra: Default::default(), notes };
     outcome.extra.insert("watch".into(), json!({"missing": missing, "unexpected": unexpected}));
+    Ok(outcome)
+}
+
+/// Resident memory, in bytes, of the processes (`VmRSS` in `/proc/<pid>/status`), summed.
+fn resident_bytes(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let path = format!("/proc/{pid}/status");
+        let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmRSS in {path}"))?;
+        total += kib * 1024;
+    }
+    Ok(total)
+}
+
+pub async fn idle(run: Arc<Run>) -> Result<Outcome> {
+    let count = run.flags.watchers;
+    let pids = run.flags.rss_pids.clone();
+    let before = resident_bytes(&pids)?;
+    eprintln!("store-load: opening {count} idle watchers");
+    let create_latencies = Arc::new(Latencies::default());
+    let started = Instant::now();
+    // Opened a connection's worth at a time, every watcher its own stream.
+    let mut open = Vec::with_capacity(count);
+    for wave in (0..count).collect::<Vec<_>>().chunks(run.flags.conns) {
+        let mut opening = Tasks(Vec::with_capacity(wave.len()));
+        for &index in wave {
+            let (run, latencies) = (run.clone(), create_latencies.clone());
+            opening.0.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                let opened = open_watch(&run, index).await;
+                latencies.record(sent.elapsed());
+                opened
+            }));
+        }
+        for task in std::mem::take(&mut opening.0) {
+            open.push(task.await?.context("open an idle watcher")?);
+        }
+    }
+    let open_seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(run.flags.settle_seconds)).await;
+    let after = resident_bytes(&pids)?;
+    // Nothing is written under the prefix, so an idle watcher that got an event is an error.
+    let mut unexpected = 0u64;
+    for watch in &mut open {
+        let poll = tokio::time::timeout(Duration::ZERO, watch.responses.message()).await;
+        if let Ok(Ok(Some(response))) = poll {
+            unexpected += response.events.len() as u64;
+        }
+    }
+    drop(open);
+    let per_watcher = after.saturating_sub(before) as f64 / count as f64;
+    let summary = create_latencies.summary();
+    let rows = vec![Row::new("watch-create", count as u64, open_seconds, summary)];
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let notes = vec![format!(
+        "idle watchers {count}: resident memory of pids {pids:?} {:.1} MiB before, {:.1} MiB \
+         with them open ({per_watcher:.0} B per watcher); events received {unexpected}",
+        mib(before),
+        mib(after)
+    )];
+    if unexpected > 0 {
+        run.errors.count("UnexpectedEvent", "an idle watcher received an event");
+    }
+    let mut outcome = Outcome { rows, extra: Default::default(), notes };
+    outcome.extra.insert(
+        "idle_watchers".into(),
+        json!({"watchers": count, "pids": pids, "rss_before_bytes": before,
+            "rss_after_bytes": after, "bytes_per_watcher": per_watcher}),
+    );
     Ok(outcome)
 }
 
