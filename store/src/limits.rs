@@ -21,10 +21,11 @@ pub const PROPOSAL_BATCH_LEN_MAX: usize = 256;
 /// Bytes of requests folded into one Raft entry.
 pub const PROPOSAL_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Raft entries proposed but not yet applied at once (the pipeline depth). Kept small on
-/// purpose: entries move through append, sync, commit and apply one at a time, so writes that
-/// wait for a slot are folded into the next entry; 4 gave 2.7x the 1-member put rate of 16 at
-/// 100 clients (docs/benchmarks.md, run 3).
-pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
+/// purpose: openraft 0.9's core waits for each log append's fsync before it does anything
+/// else, so entries cannot overlap much; writes that wait for a slot are folded into the next
+/// entry instead. Measured at 1, 2, 4, 8, 16 (docs/benchmarks.md, run 4): 2 was best or
+/// within noise of best at 100 and 1000 clients on 1 and 3 members.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 /// Requests in a batch of committed entries that the state machine applies on its async task
 /// when all are point writes (more, or heavier ones, go to a blocking thread).
 pub const APPLY_INLINE_REQUESTS_MAX: usize = 64;
