@@ -9,10 +9,15 @@
 //! Invariant: each watcher has a `next_revision`; every event at or above it that matches is
 //! delivered exactly once, in revision order. Publishing and the unsynced → synced move happen
 //! under one lock, so no event falls between stored history and the live stream.
+//!
+//! Publishing visits only the synced watchers an event can match: single-key watchers are
+//! indexed by their key, range watchers are visited for every publish. A synced watcher that
+//! nothing matched keeps its stored `next_revision`; its effective one is
+//! `max(next_revision, current_revision + 1)`, which is what leaving the synced set uses.
 
 mod matcher;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,12 +48,78 @@ struct Watcher {
     sender: mpsc::Sender<Notification>,
 }
 
+/// The synced watchers, with an index of the single-key ones by key.
+#[derive(Default)]
+struct Synced {
+    watchers: HashMap<WatcherId, Watcher>,
+    by_key: HashMap<Vec<u8>, Vec<WatcherId>>,
+    ranges: HashSet<WatcherId>,
+}
+
+impl Synced {
+    fn len(&self) -> usize {
+        self.watchers.len()
+    }
+
+    fn contains_key(&self, id: &WatcherId) -> bool {
+        self.watchers.contains_key(id)
+    }
+
+    fn get(&self, id: &WatcherId) -> Option<&Watcher> {
+        self.watchers.get(id)
+    }
+
+    fn insert(&mut self, id: WatcherId, watcher: Watcher) {
+        if watcher.spec.range_end.is_empty() {
+            self.by_key.entry(watcher.spec.key.clone()).or_default().push(id);
+        } else {
+            self.ranges.insert(id);
+        }
+        self.watchers.insert(id, watcher);
+    }
+
+    fn remove(&mut self, id: &WatcherId) -> Option<Watcher> {
+        let watcher = self.watchers.remove(id)?;
+        if watcher.spec.range_end.is_empty() {
+            if let Some(ids) = self.by_key.get_mut(&watcher.spec.key) {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    self.by_key.remove(&watcher.spec.key);
+                }
+            }
+        } else {
+            self.ranges.remove(id);
+        }
+        Some(watcher)
+    }
+
+    /// Every watcher, removed.
+    fn drain(&mut self) -> Vec<(WatcherId, Watcher)> {
+        self.by_key.clear();
+        self.ranges.clear();
+        self.watchers.drain().collect()
+    }
+
+    /// The watchers any of `events` may match, each once, in id order.
+    fn candidates(&self, events: &[Event]) -> Vec<WatcherId> {
+        let mut ids: Vec<WatcherId> = self.ranges.iter().copied().collect();
+        for event in events {
+            if let Some(watching) = self.by_key.get(&event.kv.key) {
+                ids.extend(watching);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
 #[derive(Default)]
 struct HubState {
     next_id: WatcherId,
     /// The last revision published to synced watchers.
     current_revision: i64,
-    synced: HashMap<WatcherId, Watcher>,
+    synced: Synced,
     unsynced: HashMap<WatcherId, Watcher>,
 }
 
@@ -145,23 +216,24 @@ impl WatchHub {
         let first_revision = state.current_revision + 1;
         state.current_revision = revision;
         let mut slow = Vec::new();
-        for (id, watcher) in state.synced.iter_mut() {
-            let matching = watcher.spec.select(events, watcher.next_revision);
-            // A watcher of a future revision keeps waiting for it.
-            let next_revision = watcher.next_revision.max(revision + 1);
+        for id in state.synced.candidates(events) {
+            let watcher = state.synced.watchers.get_mut(&id).expect("indexed watchers exist");
+            // Its effective next revision (see the module's invariant).
+            let from = watcher.next_revision.max(first_revision);
+            let matching = watcher.spec.select(events, from);
             if matching.is_empty() {
-                watcher.next_revision = next_revision;
                 continue;
             }
-            let message = Notification::Events { watcher: *id, events: matching, revision };
+            let message = Notification::Events { watcher: id, events: matching, revision };
             match watcher.sender.try_send(message) {
-                Ok(()) => watcher.next_revision = next_revision,
+                // A watcher of a future revision keeps waiting for it.
+                Ok(()) => watcher.next_revision = watcher.next_revision.max(revision + 1),
                 // Full: replay this batch from storage later. Closed: the stream is gone.
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    watcher.next_revision = watcher.next_revision.max(first_revision);
-                    slow.push(*id);
+                    watcher.next_revision = from;
+                    slow.push(id);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => slow.push(*id),
+                Err(mpsc::error::TrySendError::Closed(_)) => slow.push(id),
             }
         }
         for id in slow {
@@ -181,9 +253,12 @@ impl WatchHub {
     /// what it missed from history.
     pub fn reset_after_snapshot(&self, revision: i64) {
         let mut state = self.lock();
+        let published_up_to = state.current_revision;
         state.current_revision = revision;
-        let synced: Vec<_> = state.synced.drain().collect();
-        state.unsynced.extend(synced);
+        for (id, mut watcher) in state.synced.drain() {
+            watcher.next_revision = watcher.next_revision.max(published_up_to + 1);
+            state.unsynced.insert(id, watcher);
+        }
         self.unsynced_added.notify_one();
     }
 

@@ -166,3 +166,54 @@ fn a_snapshot_install_sends_watchers_back_to_history() {
     assert!(f.hub.is_synced(id));
     assert_eq!(drain(&mut receiver), keys(2..5));
 }
+
+/// A watcher of exactly one key.
+fn key_spec(key: &str) -> WatchSpec {
+    WatchSpec { key: key.into(), ..WatchSpec::default() }
+}
+
+#[test]
+fn single_key_watchers_get_their_key_only_and_ranges_get_everything() {
+    let f = Fixture::new();
+    let mut receivers = Vec::new();
+    for key in ["k2", "k3", "k3"] {
+        let (sender, receiver) = mpsc::channel(16);
+        f.hub.watch(key_spec(key), sender);
+        receivers.push(receiver);
+    }
+    let (sender, mut range) = mpsc::channel(16);
+    f.hub.watch(spec("k", 0), sender);
+    for r in 2..6 {
+        f.put(&format!("k{r}"), "v");
+    }
+    f.put("k3", "again");
+    assert_eq!(drain(&mut receivers[0]), [("k2".to_string(), 2)]);
+    for receiver in &mut receivers[1..] {
+        assert_eq!(drain(receiver), [("k3".to_string(), 3), ("k3".to_string(), 6)]);
+    }
+    assert_eq!(drain(&mut range).len(), 5);
+    // A cancelled key watcher leaves the index; the other one on the key still gets events.
+    assert!(f.hub.cancel(1));
+    f.put("k3", "third");
+    assert_eq!(drain(&mut receivers[1]), []);
+    assert_eq!(drain(&mut receivers[2]), [("k3".to_string(), 7)]);
+}
+
+#[test]
+fn a_key_watcher_nothing_matched_is_not_behind_after_compaction_and_snapshot() {
+    let f = Fixture::new();
+    let (sender, mut receiver) = mpsc::channel(16);
+    let id = f.hub.watch(key_spec("quiet"), sender);
+    // Its stored next revision stays 2 while 2..=6 are published to others, then compacted.
+    for r in 2..7 {
+        f.put(&format!("k{r}"), "v");
+    }
+    f.write(WriteRequest::Compaction(CompactionRequest { revision: 6 }));
+    f.hub.reset_after_snapshot(mvcc::current_revision(&*f.engine).expect("revision"));
+    f.hub.sync_once();
+    // Replayed from after what was published, not from its stale revision: no compaction.
+    assert!(f.hub.is_synced(id), "still watching");
+    assert_eq!(drain(&mut receiver), []);
+    f.put("quiet", "now");
+    assert_eq!(drain(&mut receiver), [("quiet".to_string(), 7)]);
+}
