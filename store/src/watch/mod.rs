@@ -17,7 +17,7 @@
 
 mod matcher;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,47 +48,47 @@ struct Watcher {
     sender: mpsc::Sender<Notification>,
 }
 
-/// The synced watchers, with an index of the single-key ones by key.
+/// The synced watchers: single-key ones indexed by their key, range ones in a map of their
+/// own that publishing walks as it is.
 #[derive(Default)]
 struct Synced {
-    watchers: HashMap<WatcherId, Watcher>,
+    keyed: HashMap<WatcherId, Watcher>,
     by_key: HashMap<Vec<u8>, Vec<WatcherId>>,
-    ranges: HashSet<WatcherId>,
+    ranged: HashMap<WatcherId, Watcher>,
 }
 
 impl Synced {
     fn len(&self) -> usize {
-        self.watchers.len()
+        self.keyed.len() + self.ranged.len()
     }
 
     fn contains_key(&self, id: &WatcherId) -> bool {
-        self.watchers.contains_key(id)
+        self.keyed.contains_key(id) || self.ranged.contains_key(id)
     }
 
     fn get(&self, id: &WatcherId) -> Option<&Watcher> {
-        self.watchers.get(id)
+        self.keyed.get(id).or_else(|| self.ranged.get(id))
     }
 
     fn insert(&mut self, id: WatcherId, watcher: Watcher) {
         if watcher.spec.range_end.is_empty() {
             self.by_key.entry(watcher.spec.key.clone()).or_default().push(id);
+            self.keyed.insert(id, watcher);
         } else {
-            self.ranges.insert(id);
+            self.ranged.insert(id, watcher);
         }
-        self.watchers.insert(id, watcher);
     }
 
     fn remove(&mut self, id: &WatcherId) -> Option<Watcher> {
-        let watcher = self.watchers.remove(id)?;
-        if watcher.spec.range_end.is_empty() {
-            if let Some(ids) = self.by_key.get_mut(&watcher.spec.key) {
-                ids.retain(|other| other != id);
-                if ids.is_empty() {
-                    self.by_key.remove(&watcher.spec.key);
-                }
+        if let Some(watcher) = self.ranged.remove(id) {
+            return Some(watcher);
+        }
+        let watcher = self.keyed.remove(id)?;
+        if let Some(ids) = self.by_key.get_mut(&watcher.spec.key) {
+            ids.retain(|other| other != id);
+            if ids.is_empty() {
+                self.by_key.remove(&watcher.spec.key);
             }
-        } else {
-            self.ranges.remove(id);
         }
         Some(watcher)
     }
@@ -96,21 +96,54 @@ impl Synced {
     /// Every watcher, removed.
     fn drain(&mut self) -> Vec<(WatcherId, Watcher)> {
         self.by_key.clear();
-        self.ranges.clear();
-        self.watchers.drain().collect()
+        self.keyed.drain().chain(self.ranged.drain()).collect()
     }
 
-    /// The watchers any of `events` may match, each once, in id order.
-    fn candidates(&self, events: &[Event]) -> Vec<WatcherId> {
-        let mut ids: Vec<WatcherId> = self.ranges.iter().copied().collect();
+    /// The single-key watchers of the events' keys, each once.
+    fn keyed_candidates(&self, events: &[Event]) -> Vec<WatcherId> {
+        let mut ids = Vec::new();
         for event in events {
             if let Some(watching) = self.by_key.get(&event.kv.key) {
                 ids.extend(watching);
             }
         }
-        ids.sort_unstable();
-        ids.dedup();
+        if events.len() > 1 {
+            ids.sort_unstable();
+            ids.dedup();
+        }
         ids
+    }
+}
+
+/// Offers a publish's events to one synced watcher. Returns whether the watcher must leave
+/// the synced set (its stream is full or gone).
+fn offer(
+    id: WatcherId,
+    watcher: &mut Watcher,
+    events: &[Event],
+    first_revision: i64,
+    revision: i64,
+) -> bool {
+    // Its effective next revision (see the module's invariant).
+    let from = watcher.next_revision.max(first_revision);
+    let matching = watcher.spec.select(events, from);
+    if matching.is_empty() {
+        return false;
+    }
+    let message = Notification::Events { watcher: id, events: matching, revision };
+    match watcher.sender.try_send(message) {
+        Ok(()) => {
+            // A watcher of a future revision keeps waiting for it.
+            watcher.next_revision = watcher.next_revision.max(revision + 1);
+            false
+        }
+        // Full: replay this batch from storage later.
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            watcher.next_revision = from;
+            true
+        }
+        // Closed: the stream is gone.
+        Err(mpsc::error::TrySendError::Closed(_)) => true,
     }
 }
 
@@ -216,24 +249,15 @@ impl WatchHub {
         let first_revision = state.current_revision + 1;
         state.current_revision = revision;
         let mut slow = Vec::new();
-        for id in state.synced.candidates(events) {
-            let watcher = state.synced.watchers.get_mut(&id).expect("indexed watchers exist");
-            // Its effective next revision (see the module's invariant).
-            let from = watcher.next_revision.max(first_revision);
-            let matching = watcher.spec.select(events, from);
-            if matching.is_empty() {
-                continue;
+        for (id, watcher) in state.synced.ranged.iter_mut() {
+            if offer(*id, watcher, events, first_revision, revision) {
+                slow.push(*id);
             }
-            let message = Notification::Events { watcher: id, events: matching, revision };
-            match watcher.sender.try_send(message) {
-                // A watcher of a future revision keeps waiting for it.
-                Ok(()) => watcher.next_revision = watcher.next_revision.max(revision + 1),
-                // Full: replay this batch from storage later. Closed: the stream is gone.
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    watcher.next_revision = from;
-                    slow.push(id);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => slow.push(id),
+        }
+        for id in state.synced.keyed_candidates(events) {
+            let watcher = state.synced.keyed.get_mut(&id).expect("indexed watchers exist");
+            if offer(id, watcher, events, first_revision, revision) {
+                slow.push(id);
             }
         }
         for id in slow {
