@@ -71,6 +71,8 @@ impl Metrics {
             registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
+        // Counts of things grouped together (requests per entry, appends per sync): 1 to 512.
+        let batch_sizes = || prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets");
         let grpc_requests_total = IntCounterVec::new(
             Opts::new("skiff_store_grpc_requests_total", "gRPC requests by method and code"),
             &["method", "code"],
@@ -105,22 +107,22 @@ impl Metrics {
             proposal_batch_requests: histogram(
                 "proposal_batch_requests",
                 "Client writes per Raft entry (group commit)",
-                prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
+                batch_sizes(),
             ),
             wal_fsync_batch_appends: histogram(
                 "wal_fsync_batch_appends",
                 "Raft log appends made durable by one WAL sync (group commit)",
-                prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
+                batch_sizes(),
             ),
             read_index_batch_requests: histogram(
                 "read_index_batch_requests",
                 "Linearizable reads served by one read-index round on this member",
-                prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
+                batch_sizes(),
             ),
             leader_read_index_batch_requests: histogram(
                 "leader_read_index_batch_requests",
                 "Read-index requests (own and followers') served by one leadership confirmation",
-                prometheus::exponential_buckets(1.0, 2.0, 10).expect("valid buckets"),
+                batch_sizes(),
             ),
             wal_fsync_duration_seconds: histogram(
                 "wal_fsync_duration_seconds",
